@@ -13,7 +13,6 @@ apply; ``cached_tokens`` is always 0 (no prefix cache across samples).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
+from longctx.runners._in_process import generate_each, prompt_ids, window_error
 from longctx.runners._openai_client import one_line
 
 class HFOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -118,16 +118,6 @@ class HFRunner:
         )
         return ident
 
-    def _prompt_ids(self, sample: Sample) -> list[int]:
-        prompt = sample.prompt
-        if self.config.mode == "chat":
-            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            text = self._tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            return list(self._tok.encode(text, add_special_tokens=False))
-        if prompt.token_ids is not None:
-            return list(prompt.token_ids)
-        return list(self._tok.encode(prompt.text, add_special_tokens=False))
-
     def _eos_ids(self) -> list[int]:
         eos = self._lm.generation_config.eos_token_id
         if eos is None:
@@ -138,18 +128,9 @@ class HFRunner:
         from transformers import GenerationConfig
 
         torch = self._torch
-        ids = self._prompt_ids(sample)
-        window = self.model.context_window
-        if window and len(ids) + sample.max_new_tokens > window:
-            return Generation(
-                sample.id,
-                None,
-                prompt_tokens=len(ids),
-                error=(
-                    f"prompt of {len(ids)} tokens + {sample.max_new_tokens} new tokens exceeds the "
-                    f"context window of {window}"
-                ),
-            )
+        ids = prompt_ids(self._tok, sample, self.config.mode)
+        if (too_long := window_error(sample, len(ids), self.model.context_window)) is not None:
+            return too_long
         eos = self._eos_ids()
         gen_config = GenerationConfig(
             max_new_tokens=sample.max_new_tokens,
@@ -180,11 +161,4 @@ class HFRunner:
         """Generations in the order given, one sample at a time; failures become ``error``."""
         if self._lm is None:
             raise RuntimeError("runner hf: use it as a context manager (`with runner: ...`)")
-        for sample in samples:
-            start = time.monotonic()
-            try:
-                generation = self._generate_one(sample)
-            except Exception as exc:  # OOM, shape errors, ...: this sample failed, the run goes on
-                generation = Generation(sample.id, None, error=one_line(f"{type(exc).__name__}: {exc}"))
-            generation.latency_s = time.monotonic() - start
-            yield generation
+        yield from generate_each(samples, self._generate_one)

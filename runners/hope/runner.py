@@ -16,9 +16,7 @@ Named models ``hope-demo`` and ``transformer-demo`` are the checkpoints trained 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,8 @@ from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
 from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
+from longctx._versions import dist_version
+from longctx.runners._in_process import generate_each, prompt_ids, window_error
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -58,19 +58,14 @@ class HopeOptions(msgspec.Struct, forbid_unknown_fields=True):
     """torch device."""
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @runner("hope")
 class HopeRunner:
     """A longctx HOPE checkpoint in-process: streamed prompt, greedy decoding, state reset or carried."""
 
     name = "hope"
     Options = HopeOptions
+    volatile_options = ("threads", "prefill_chunk")
+    """Options that do not change results (left out of the run's identity)."""
 
     def __init__(self, config: RunnerConfig, options: HopeOptions | None = None, progress: Progress | None = None):
         self.config = config
@@ -134,31 +129,18 @@ class HopeRunner:
         config = self._config_json or read_config(self.path)
         ident = dict(self.model.identity())
         ident.update({"engine": "longctx-hope", "variant": config["model"]["variant"],
-                      "format_version": config["format_version"], "torch_version": _version("torch"),
-                      "carry_state": self.options.carry_state, "prefill_chunk": self.options.prefill_chunk,
-                      "cms_learning": self.options.cms_learning, "mode": self.config.mode})
+                      "format_version": config["format_version"], "torch_version": dist_version("torch"),
+                      "carry_state": self.options.carry_state, "cms_learning": self.options.cms_learning,
+                      "mode": self.config.mode})
         return ident
-
-    def _prompt_ids(self, sample: Sample) -> list[int]:
-        prompt = sample.prompt
-        if self.config.mode == "chat":
-            msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            text = self._tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-            return list(self._tok.encode(text, add_special_tokens=False))
-        if prompt.token_ids is not None:
-            return list(prompt.token_ids)
-        return list(self._tok.encode(prompt.text, add_special_tokens=False))
 
     def _generate_one(self, sample: Sample) -> Generation:
         torch = self._torch
-        ids = self._prompt_ids(sample)
+        ids = prompt_ids(self._tok, sample, self.config.mode)
         if not ids:
             return Generation(sample.id, None, error="empty prompt")
-        window = self.model.context_window
-        if window and len(ids) + sample.max_new_tokens > window:
-            return Generation(sample.id, None, prompt_tokens=len(ids), error=(
-                f"prompt of {len(ids)} tokens + {sample.max_new_tokens} new tokens exceeds the "
-                f"context window of {window}"))
+        if (too_long := window_error(sample, len(ids), self.model.context_window)) is not None:
+            return too_long
         lm, device, step = self._lm, self.options.device, self.options.prefill_chunk
         state = self._state if (self.options.carry_state and self._state is not None) else None
         learn = self.options.cms_learning
@@ -187,12 +169,4 @@ class HopeRunner:
         """Generations in the order given, one sample at a time; failures become ``error``."""
         if self._lm is None:
             raise RuntimeError("runner hope: use it as a context manager (`with runner: ...`)")
-        for sample in samples:
-            start = time.monotonic()
-            try:
-                generation = self._generate_one(sample)
-            except Exception as exc:  # OOM, shape errors, ...: this sample failed, the run goes on
-                message = " ".join(f"{type(exc).__name__}: {exc}".split())
-                generation = Generation(sample.id, None, error=message[:500])
-            generation.latency_s = time.monotonic() - start
-            yield generation
+        yield from generate_each(samples, self._generate_one)

@@ -251,7 +251,7 @@ def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_li
 # ---------------------------------------------------------------------------------------------
 
 
-def demo_config(variant: str, vocab_size: int):
+def demo_config(variant: str, vocab_size: int, chunk_size: int = 8, chunk_size_memory: int = 8):
     """The demo's hyper-parameters (HOPE and Transformer of the same width and depth).
 
     The HOPE memories use the stabilised options (L2-normalised input, sigmoid eta, normalised
@@ -265,7 +265,8 @@ def demo_config(variant: str, vocab_size: int):
 
     return HopeConfig(
         variant=variant, vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, memory_hidden=64,
-        memory_conv_window=4, conv_after_projection=True, chunk_size=8, chunk_size_memory=8, eta_scale=1.0,
+        memory_conv_window=4, conv_after_projection=True, chunk_size=chunk_size,
+        chunk_size_memory=chunk_size_memory, eta_scale=1.0,
         eta_scale_other=0.02, eta_activation="sigmoid",
         memory_input_l2norm=True, memory_normalized_steps=True, alpha_logit_offset=10.0,
         cms_periods=(32, 256), cms_lr=(0.0, 0.0), attn_conv_window=4, mlp_hidden_mult=4,
@@ -286,7 +287,7 @@ def train(args: argparse.Namespace) -> Path:
     tokenizer = build_tokenizer(args.seed, args.vocab_size)
     noise_tokens = len(tokenizer.encode("\n" + NOISE_LINE, add_special_tokens=False))
     digit_ids = torch.tensor([i for t, i in tokenizer.get_vocab().items() if t.isdigit()])
-    cfg = demo_config(args.variant, len(tokenizer))
+    cfg = demo_config(args.variant, len(tokenizer), args.chunk_size, args.chunk_size_memory)
     model = HopeLM(cfg)
     with torch.no_grad():
         # tied head: rare tokens (the 1000 number groups) need embeddings large enough for a
@@ -360,6 +361,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--drill-warmup", type=float, default=0.0, help="fraction of the steps trained on drills only")
     p.add_argument("--lr-flat", type=float, default=0.0, help="fraction of the steps at full lr before the cosine decay")
     p.add_argument("--embed-std", type=float, default=1.0, help="initial embedding std (tied head)")
+    p.add_argument("--chunk-size", type=int, default=8, help="HOPE: chunk size of the k, v, eta, alpha memories")
+    p.add_argument("--chunk-size-memory", type=int, default=8, help="HOPE: chunk size of the output memory")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)

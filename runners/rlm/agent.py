@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from longctx._records import Message
 from longctx.runners.rlm import prompts
@@ -195,9 +195,9 @@ class AgentSettings:
     """Generation budget of one root turn."""
     sub_max_tokens: int = 512
     """Generation budget of one sub-LM call."""
-    answer_convention: str = "answer"
+    answer_convention: Literal["answer", "final"] = "answer"
     """What the prompt teaches: ``answer`` (dict) or ``final`` (FINAL/FINAL_VAR); both are accepted."""
-    on_max_iterations: str = "ask"
+    on_max_iterations: Literal["ask", "error"] = "ask"
     """Out of turns: ``ask`` the root once more for an answer (the paper) or record an ``error``."""
     trajectory_prompt_chars: int | None = 4000
     """Sub-call prompts longer than this are cut in the trajectory (they carry context chunks);

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from longctx._errors import LongctxError
 
@@ -33,7 +33,7 @@ ISOLATIONS = ("auto", "bwrap", "landlock", "unsafe")
 class SandboxConfig:
     """Limits and isolation of one sandbox; every field is a ``-R`` option of runner ``rlm``."""
 
-    isolation: str = "auto"
+    isolation: Literal["auto", "bwrap", "landlock", "unsafe"] = "auto"
     """``auto`` (bwrap, else landlock, else refuse), ``bwrap``, ``landlock`` or ``unsafe``."""
     unsafe_local: bool = False
     """Allow running without isolation when neither bwrap nor Landlock+seccomp works."""

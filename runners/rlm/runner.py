@@ -21,13 +21,15 @@ Every generation carries ``extra["trajectory"]`` (schema in :mod:`.agent`) and `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
+import typing
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -40,8 +42,8 @@ from longctx.runners.rlm.agent import AgentSettings, Budget, ChatLM, Completion,
 from longctx.runners.rlm.sandbox import SandboxConfig, choose_isolation
 
 
-class RLMOptions(msgspec.Struct, forbid_unknown_fields=True):
-    """``-R key=value`` options of runner ``rlm``."""
+class _LMOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """Which LMs play root and sub (the first ``-R`` options of runner ``rlm``)."""
 
     root: str = "vllm"
     """Root LM: a registered runner name (``vllm``, ``hf``, ...) or ``openai`` (a direct client on
@@ -52,68 +54,33 @@ class RLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     """Sub-LM model; default: ``--model``."""
     sub_endpoint: str | None = None
     """Sub-LM endpoint; default: ``--endpoint``."""
-    max_iterations: int = 30
-    """Root turns per sample (the paper's default)."""
-    max_depth: int = 1
-    """1: ``llm_query`` only (the paper's default); 2+: ``rlm_query`` runs child RLMs."""
-    root_max_tokens: int = 1024
-    """Generation budget of one root turn."""
-    sub_max_tokens: int = 512
-    """Generation budget of one sub-LM call."""
-    answer_convention: Literal["answer", "final"] = "answer"
-    """Convention the prompt teaches (``answer`` dict, or ``final`` = FINAL/FINAL_VAR); both are accepted."""
-    on_max_iterations: Literal["ask", "error"] = "ask"
-    """Out of turns: ask the root once more (the paper), or record an error."""
-    trajectory_prompt_chars: int | None = 4000
-    """Sub-call prompts are cut to this many characters in the stored trajectory."""
-    max_sub_calls: int | None = 200
-    """Sub-LM calls per sample, enforced at every call."""
-    max_tokens: int | None = None
-    """Root + sub tokens per sample."""
-    max_time_s: float | None = 1800.0
-    """Wall time per sample."""
-    max_cost_usd: float | None = None
-    """Spend per sample (needs both prices)."""
-    price_prompt_per_mtok: float | None = None
-    """USD per million prompt tokens."""
-    price_completion_per_mtok: float | None = None
-    """USD per million completion tokens."""
-    isolation: Literal["auto", "bwrap", "landlock", "unsafe"] = "auto"
-    """Sandbox isolation (see ``longctx sandbox check``)."""
-    unsafe_local: bool = False
-    """Allow running model code without isolation where none works."""
-    cell_timeout_s: float = 60.0
-    """Wall-clock limit of one REPL cell (sub-LM time excluded)."""
-    memory_mb: int = 1024
-    """Address-space limit of the REPL."""
-    cpu_s: int = 600
-    """CPU seconds of the REPL per sample."""
-    pids: int = 64
-    """Processes/threads the REPL may run."""
-    open_files: int = 256
-    """Open files of the REPL."""
-    file_size_mb: int = 64
-    """Largest file the REPL may write."""
-    tmpfs_mb: int = 128
-    """Writable /tmp of the REPL."""
-    stdout_chars: int = 20_000
-    """REPL output shown back to the root per block (the paper: 20,000)."""
 
 
-def sandbox_config(opts: RLMOptions) -> SandboxConfig:
-    """The sandbox part of the options."""
-    return SandboxConfig(
-        isolation=opts.isolation,
-        unsafe_local=opts.unsafe_local,
-        cell_timeout_s=opts.cell_timeout_s,
-        memory_mb=opts.memory_mb,
-        cpu_s=opts.cpu_s,
-        pids=opts.pids,
-        open_files=opts.open_files,
-        file_size_mb=opts.file_size_mb,
-        tmpfs_mb=opts.tmpfs_mb,
-        stdout_chars=opts.stdout_chars,
-    )
+#: SandboxConfig fields that are protocol internals, not options
+_SANDBOX_INTERNAL = ("max_message_mb", "start_timeout_s")
+
+
+def _fields(cls: type, skip: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(name, type, default) of a dataclass's fields, for :func:`msgspec.defstruct`."""
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name], f.default) for f in dataclasses.fields(cls) if f.name not in skip]
+
+
+RLMOptions = msgspec.defstruct(
+    "RLMOptions",
+    [*_fields(AgentSettings), *_fields(Limits), *_fields(SandboxConfig, skip=_SANDBOX_INTERNAL)],
+    bases=(_LMOptions,),
+    forbid_unknown_fields=True,
+    module=__name__,
+)
+RLMOptions.__doc__ = """``-R key=value`` options of runner ``rlm``: the LMs (root, sub, sub_model, sub_endpoint), then
+every field of :class:`AgentSettings` (the loop), :class:`Limits` (budgets, enforced at every
+call) and :class:`SandboxConfig` (isolation and limits of the REPL), documented there."""
+
+
+def _pick(cls: type, opts: Any) -> Any:
+    """The dataclass ``cls`` filled from the same-named fields of ``opts``."""
+    return cls(**{f.name: getattr(opts, f.name) for f in dataclasses.fields(cls) if hasattr(opts, f.name)})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,25 +216,10 @@ class RLMRunner:
             raise LongctxError(
                 "runner rlm: max_cost_usd needs price_prompt_per_mtok and price_completion_per_mtok"
             )
-        self.sandbox = sandbox_config(opts)
+        self.sandbox = _pick(SandboxConfig, opts)
         self.isolation = choose_isolation(self.sandbox)  # refuse before any work when nothing isolates
-        self.settings = AgentSettings(
-            max_iterations=opts.max_iterations,
-            max_depth=opts.max_depth,
-            root_max_tokens=opts.root_max_tokens,
-            sub_max_tokens=opts.sub_max_tokens,
-            answer_convention=opts.answer_convention,
-            on_max_iterations=opts.on_max_iterations,
-            trajectory_prompt_chars=opts.trajectory_prompt_chars,
-        )
-        self.limits = Limits(
-            max_sub_calls=opts.max_sub_calls,
-            max_tokens=opts.max_tokens,
-            max_time_s=opts.max_time_s,
-            max_cost_usd=opts.max_cost_usd,
-            price_prompt_per_mtok=opts.price_prompt_per_mtok,
-            price_completion_per_mtok=opts.price_completion_per_mtok,
-        )
+        self.settings = _pick(AgentSettings, opts)
+        self.limits = _pick(Limits, opts)
         self._runners: dict[tuple[str, str, str | None], Any] = {}
         self._stack = contextlib.ExitStack()
         chat_config = msgspec.structs.replace(config, mode="chat")
