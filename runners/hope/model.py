@@ -383,7 +383,7 @@ class SelfReferentialTitans(nn.Module):
                 q, k, v = self.conv(torch.cat([q, k, v], -1), st).split(cfg.dim, -1)   # (B, n, d) x 3
             if cfg.memory_qk_norm:
                 k, q = F.normalize(k, dim=-1, eps=1e-6), F.normalize(q, dim=-1, eps=1e-6)
-            eta = (F.softplus if cfg.eta_activation == "softplus" else torch.sigmoid)(m["eta"]) * cfg.eta_scale
+            eta = (F.softplus if cfg.eta_activation == "softplus" else torch.sigmoid)(m["eta"])   # scaled per group
             log_alpha = F.logsigmoid(m["alpha"] + cfg.alpha_logit_offset)   # (B, n, 1)
             o = self.groups["output"].read(st.fast["output"], q, only="memory")["memory"]
             outputs.append(o)                                          # o_t = M_memory(q_t)
@@ -401,8 +401,8 @@ class SelfReferentialTitans(nn.Module):
         d = self.cfg.dim
         k, v = tokens[..., :d], tokens[..., d:2 * d]                   # (B, C, d) each
         eta, log_alpha = tokens[..., 2 * d], tokens[..., 2 * d + 1]    # (B, C) each
-        if g == "other" and self.cfg.eta_scale_other is not None:
-            eta = eta * (self.cfg.eta_scale_other / self.cfg.eta_scale)
+        other = self.cfg.eta_scale_other
+        eta = eta * (other if g == "other" and other is not None else self.cfg.eta_scale)
         u, err, act = self.groups[g].loss_gradient(state, k, v, normalized=self.cfg.memory_normalized_steps)
         w_in = delta_rule_chunk(state[0], u, k, eta, log_alpha)        # (B, R, d)
         if self.cfg.memory_normalized_steps:

@@ -273,6 +273,24 @@ def demo_config(variant: str, vocab_size: int, chunk_size: int = 8, chunk_size_m
     )
 
 
+def init_demo_weights(model, embed_std: float = 1.0) -> None:
+    """The demo's initialisation on top of the modules' defaults.
+
+    The tied head: rare tokens (the 1000 number groups) need embeddings large enough for a
+    confident logit through LayerNorm(h) . E, so the embedding is N(0, ``embed_std``) (GPT-2's 0.02
+    leaves them unpredictable). Titans memories see unit-norm inputs: W2 ~ N(0, 0.25) gives
+    |gelu(W2 k)|^2 ~ 1, so an eta <= 1 can store an association in one write (nn.Linear's default
+    gives ~0.1).
+    """
+    import torch
+
+    with torch.no_grad():
+        model.embed.weight.normal_(0.0, embed_std)
+        for name, p in model.named_parameters():
+            if name.endswith(".w2") and ".titans.m_" in name:
+                p.normal_(0.0, 0.25)
+
+
 def train(args: argparse.Namespace) -> Path:
     """Train, save the checkpoint, print a small greedy NIAH check."""
     import torch
@@ -289,15 +307,7 @@ def train(args: argparse.Namespace) -> Path:
     digit_ids = torch.tensor([i for t, i in tokenizer.get_vocab().items() if t.isdigit()])
     cfg = demo_config(args.variant, len(tokenizer), args.chunk_size, args.chunk_size_memory)
     model = HopeLM(cfg)
-    with torch.no_grad():
-        # tied head: rare tokens (the 1000 number groups) need embeddings large enough for a
-        # confident logit through LayerNorm(h) . E; 0.02 (GPT-2's) leaves them unpredictable
-        model.embed.weight.normal_(0.0, args.embed_std)
-        for name, p in model.named_parameters():
-            if name.endswith(".w2") and ".titans.m_" in name:
-                # unit-norm memory inputs: std 0.25 gives |gelu(W2 k)|^2 ~ 1, so an eta <= 1 can
-                # store an association in one write (nn.Linear's default gives ~0.1)
-                p.normal_(0.0, 0.25)
+    init_demo_weights(model, args.embed_std)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.variant}: {n_params} parameters, vocab {len(tokenizer)}, {args.steps} steps", flush=True)

@@ -113,11 +113,11 @@ def recurrent_reference(titans: SelfReferentialTitans, x, chunk_other: int, chun
                 hist = torch.stack(([torch.zeros(3 * d, dtype=x.dtype)] * (w - 1) + raw)[-w:])  # (w, 3d)
                 q, k, v = (weight[:, 0, :].T * hist).sum(0).split(d)
             k, q = F.normalize(k, dim=-1, eps=1e-6), F.normalize(q, dim=-1, eps=1e-6)
-            eta = torch.sigmoid(read("eta", x[b, t])) * cfg.eta_scale
+            eta = torch.sigmoid(read("eta", x[b, t])) * cfg.eta_scale   # the output memory's
             alpha = torch.sigmoid(read("alpha", x[b, t]) + cfg.alpha_logit_offset)
             seq.append(read("memory", q))
             for n in names:
-                eta_n = eta * (cfg.eta_scale_other / cfg.eta_scale) if n != "memory" and cfg.eta_scale_other else eta
+                eta_n = eta / cfg.eta_scale * cfg.eta_scale_other if n != "memory" and cfg.eta_scale_other else eta
                 w2, w1, ws = [u if u is None else u.detach().clone().requires_grad_() for u in start[n]]
                 loss = ((_mlp(w2, w1, ws, k, mods[n].residual) - _mlp(w2, w1, ws, v, mods[n].residual).detach()) ** 2).sum()
                 grads = list(torch.autograd.grad(loss, [p for p in (w2, w1, ws) if p is not None]))
