@@ -186,19 +186,24 @@ class ResolvedModel:
 
 
 def weights_hash(folder: Path) -> str | None:
-    """sha256 over the folder's weight files (cached in ``longctx-model.json``)."""
+    """sha256 over the folder's weight files, cached in ``longctx-model.json`` together with each
+    file's (name, size, mtime) so that rewritten weights are hashed again."""
     meta = folder / "longctx-model.json"
-    info = json.loads(meta.read_text()) if meta.exists() else {}
-    if "weights_sha256" in info:
-        return info["weights_sha256"]
+    try:
+        info = json.loads(meta.read_text()) if meta.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        info = {}
     files = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin", ".pt", ".gguf"})
     if not files:
         return None
+    stamp = [[p.name, (st := p.stat()).st_size, st.st_mtime_ns] for p in files]
+    if "weights_sha256" in info and info.get("weights_files") == stamp:
+        return info["weights_sha256"]
     digest = hashlib.sha256()
     for p in files:
         digest.update(p.name.encode())
         digest.update(file_sha256(p).encode())
-    info["weights_sha256"] = digest.hexdigest()
+    info.update(weights_sha256=digest.hexdigest(), weights_files=stamp)
     try:
         meta.write_text(json.dumps(info, indent=2))
     except OSError:
