@@ -7,8 +7,9 @@ STAMP := $(VENV)/.longctx-installed
 # GPU=1 installs the plain `vllm` package instead of the CPU build.
 EXTRAS := $(if $(GPU),gpu,cpu),rag,sandbox,dev
 DEMO_OUT ?= runs/demo
+HOPE_OUT ?= runs/hope-vs
 
-.PHONY: install demo test browser clean
+.PHONY: install demo hope-report test browser clean
 
 install: $(STAMP)
 
@@ -30,6 +31,17 @@ demo: install
 		--runner vllm --model default --out $(DEMO_OUT)
 	$(BIN)/longctx report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
 	@echo "report: $(abspath $(DEMO_OUT))/report.html"
+
+# HOPE demo vs the same-size Transformer (1K-16K) vs the vLLM default model (1K-8K: its window),
+# one report. About 20 minutes on a 2-core CPU.
+hope-report: install
+	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m hope-demo -o $(HOPE_OUT)/hope-demo
+	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m transformer-demo \
+		-o $(HOPE_OUT)/transformer-demo
+	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,8k -r vllm -m default -c 1 -o $(HOPE_OUT)/vllm-default
+	$(BIN)/longctx report $(HOPE_OUT)/hope-demo $(HOPE_OUT)/transformer-demo $(HOPE_OUT)/vllm-default \
+		-o $(HOPE_OUT)/report.html
+	@echo "report: $(abspath $(HOPE_OUT))/report.html"
 
 # Debian's chromium for the report's browser test (root on this machine; skipped elsewhere).
 browser:

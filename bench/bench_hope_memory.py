@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -123,8 +122,10 @@ def main() -> None:
         a, b = rows.get((v, longest)), rows.get((v, ref))
         if a and b:
             ratio = a["peak_growth_mb"] / max(b["peak_growth_mb"], 1e-9)
+            total = a["peak_rss_mb"] / max(b["peak_rss_mb"], 1e-9)
             flag = "  OK" if v == "hope" and ratio <= 1.2 else ("  ABOVE TARGET" if v == "hope" else "")
-            print(f"  {v:12s} {ratio:6.2f}x  (state {b['state_mb']:.2f} -> {a['state_mb']:.2f} MB){flag}")
+            print(f"  {v:12s} {ratio:6.2f}x  (whole-process peak RSS {b['peak_rss_mb']:.0f} -> {a['peak_rss_mb']:.0f} MB"
+                  f" = {total:.2f}x; state {b['state_mb']:.2f} -> {a['state_mb']:.2f} MB){flag}")
 
 
 if __name__ == "__main__":
