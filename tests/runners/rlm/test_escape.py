@@ -48,11 +48,11 @@ def assert_gone(pids: set[int]) -> None:
 
 
 def host_path(name: str) -> Path:
-    """A host path outside /tmp (inside the sandbox /tmp is its own tmpfs, where a missing file is
-    just missing): the test's own folder, or the home folder when the checkout lives under /tmp."""
+    """A host path the sandbox does not mount: the test's own folder, or /var/tmp when the checkout
+    lives under /tmp (inside the sandbox /tmp is its own tmpfs, where a missing file is just missing;
+    the home folder may hold the mounted Python runtime, e.g. pyenv's, and so be visible read-only)."""
     here = Path(__file__).resolve().parent
-    base = here if not str(here).startswith("/tmp/") else Path.home()
-    return base / name
+    return (here if not str(here).startswith("/tmp/") else Path("/var/tmp")) / name
 
 
 def expect(result: CellResult, *prefixes: str) -> str:
