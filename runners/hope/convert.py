@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx._errors import LongctxError
+from longctx.runners._openai_client import one_line
 
 #: Reproduction variant -> longctx variant.
 VARIANTS = {"hope_selfmod": "hope", "hope_attention": "hope_attention", "transformer": "transformer",
@@ -178,7 +179,7 @@ def read_source(checkpoint: Path, config_path: Path | None = None) -> tuple[dict
     except FileNotFoundError:
         raise LongctxError(f"{checkpoint}: no such file") from None
     except Exception as exc:  # pickle/zip errors: not a torch checkpoint
-        raise LongctxError(f"{checkpoint}: not a loadable torch checkpoint ({str(exc).splitlines()[0]})") from None
+        raise LongctxError(f"{checkpoint}: not a loadable torch checkpoint ({one_line(str(exc))})") from None
     if not isinstance(blob, dict) or "model" not in blob:
         raise LongctxError(f"{checkpoint}: expected a dict with a 'model' state dict (nested-learning format)")
     config_path = config_path or (checkpoint.with_suffix(".yaml") if checkpoint.with_suffix(".yaml").exists() else None)
@@ -228,7 +229,7 @@ def load_tokenizer(path: Path) -> Any:
         try:
             return AutoTokenizer.from_pretrained(str(path))
         except (OSError, ValueError) as exc:
-            raise LongctxError(f"{path}: cannot load a tokenizer ({str(exc).splitlines()[0]})") from None
+            raise LongctxError(f"{path}: cannot load a tokenizer ({one_line(str(exc))})") from None
     if path.suffix == ".model" and path.exists():
         return sentencepiece_tokenizer(path)
     raise LongctxError(f"{path}: expected a tokenizer folder or a SentencePiece .model file")

@@ -30,6 +30,7 @@ from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
 from longctx.runners._in_process import generate_each, prompt_ids, window_error
+from longctx.runners._openai_client import one_line
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 
@@ -104,7 +105,7 @@ class HopeRunner:
             self._lm, self._config_json = load_checkpoint(self.path, device=self.options.device)
             self._tok = AutoTokenizer.from_pretrained(str(self.path))
         except (OSError, ValueError) as exc:
-            raise LongctxError(f"runner hope cannot load {self.path}: {str(exc).splitlines()[0]}") from None
+            raise LongctxError(f"runner hope cannot load {self.path}: {one_line(str(exc))}") from None
         finally:
             self.progress.done()
         self._torch = torch

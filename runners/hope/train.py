@@ -292,7 +292,7 @@ def init_demo_weights(model, embed_std: float = 1.0) -> None:
 
 
 def train(args: argparse.Namespace) -> Path:
-    """Train, save the checkpoint, print a small greedy NIAH check."""
+    """Train and save the checkpoint (its ``config.json`` records the command and the data mix)."""
     import torch
     import torch.nn.functional as F
 
