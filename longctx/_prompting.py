@@ -33,6 +33,8 @@ class PromptFrame:
     """Tokens before the context."""
     suffix_ids: tuple[int, ...]
     """Tokens after the context (question, end of turn, generation prompt, answer prefix)."""
+    question: str | None = None
+    """The task's question as text, separate from the context (``Prompt.question``)."""
 
     @property
     def overhead(self) -> int:
@@ -55,11 +57,19 @@ class PromptFrame:
             answer_prefix=self.answer_prefix,
             token_ids=ids,
             context_span=(start, start + len(context)),
+            context_token_span=(len(self.prefix_ids), len(self.prefix_ids) + len(context_ids)),
+            question=self.question,
         )
 
 
-def frame(tokenizer: Tokenizer, user_template: str, *, answer_prefix: str = "", system: str | None = None) -> PromptFrame:
-    """Render ``user_template`` (one ``{context}`` slot) with the tokenizer's chat template."""
+def frame(
+    tokenizer: Tokenizer, user_template: str, *, answer_prefix: str = "", system: str | None = None,
+    question: str | None = None,
+) -> PromptFrame:
+    """Render ``user_template`` (one ``{context}`` slot) with the tokenizer's chat template.
+
+    ``question`` is the task's question as text (what retrievers search with), kept on the prompt.
+    """
     if user_template.count(_SLOT) != 1:
         raise ValueError("user_template needs exactly one {context} slot")
     msgs = [Message("user", user_template.replace(_SLOT, _SENTINEL))]
@@ -75,6 +85,7 @@ def frame(tokenizer: Tokenizer, user_template: str, *, answer_prefix: str = "", 
         answer_prefix=answer_prefix,
         prefix_ids=tuple(tokenizer.encode(before)),
         suffix_ids=tuple(tokenizer.encode(after)),
+        question=question,
     )
 
 

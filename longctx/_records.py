@@ -39,6 +39,13 @@ class Prompt(msgspec.Struct, frozen=True):
     context_span: tuple[int, int] | None = None
     """Character span ``(start, end)`` of the context inside the last message's content, when the
     task built the prompt around a context slot (RLM runners keep the context out of the prompt)."""
+    context_token_span: tuple[int, int] | None = None
+    """Token span ``(start, end)`` of the context inside ``token_ids``: what comes before is the
+    task's template up to the context, what comes after is the question, end of turn and answer
+    prefix (the ``rag`` runner swaps the context for retrieved chunks there)."""
+    question: str | None = None
+    """The task's question (with its options, for multiple choice) as text, separate from the
+    context: what a retriever searches with. None when the task cannot separate it."""
 
 
 class Sample(msgspec.Struct, frozen=True):
@@ -135,9 +142,25 @@ class Result(msgspec.Struct):
     """Unix time the result was written."""
     extra: dict[str, Any] = {}
     """Runner extras (e.g. RLM trajectory) and task metadata worth keeping."""
+    sample_hash: str | None = None
+    """Content hash of what the model was given (:func:`sample_hash`: messages, i.e. context and
+    question, and references). Equal across runs = the same sample; None in older run folders."""
 
 
 _encoder = msgspec.json.Encoder()
+
+
+def sample_hash(sample: Sample) -> str:
+    """Content hash of ``sample``: its messages (context, question, instructions) and references.
+
+    Independent of the tokenizer's chat template and of the runner, so a full-context run and a
+    retrieval run over the same samples share hashes; a haystack cut by another tokenizer gives
+    another hash (the same sample id then marks an *equivalent*, not an identical, sample).
+    """
+    import hashlib
+
+    payload = [[m.role, m.content] for m in sample.prompt.messages], list(sample.references)
+    return hashlib.sha256(_encoder.encode(payload)).hexdigest()[:16]
 
 
 def encode(record: msgspec.Struct) -> bytes:

@@ -21,7 +21,7 @@ from typing import Any
 
 from longctx._errors import LongctxError
 from longctx._protocols import Grid, NullProgress, Progress, RunnerConfig, Runner, Task
-from longctx._records import Generation, Result, Sample
+from longctx._records import Generation, Result, Sample, sample_hash
 from longctx._registry import get_runner_entry, get_task, parse_options
 from longctx._store import RunStore
 from longctx._versions import environment_versions
@@ -139,6 +139,7 @@ def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: s
         references=sample.references, score=score, scores=scores, error=gen.error, latency_s=gen.latency_s,
         prompt_tokens=gen.prompt_tokens, cached_tokens=gen.cached_tokens, completion_tokens=gen.completion_tokens,
         finished_at=time.time(), extra={**({"metadata": keep} if keep else {}), **gen.extra},
+        sample_hash=sample_hash(sample),
     )
 
 

@@ -145,7 +145,7 @@ class Babilong:
             self.qa, question, instruction=o.instruction, examples=o.examples, post_prompt=o.post_prompt
         )
         if o.chat_template:
-            return frame(tokenizer, user, system=o.system_prompt or None)
+            return frame(tokenizer, user, system=o.system_prompt or None, question=question)
         before, _, after = user.partition("{context}")
         return PromptFrame(
             system=None,
@@ -153,6 +153,7 @@ class Babilong:
             answer_prefix="",
             prefix_ids=tuple(tokenizer.encode(before)),
             suffix_ids=tuple(tokenizer.encode(after)),
+            question=question,
         )
 
     def _sample(

@@ -397,16 +397,16 @@ class LongHealth:
             patient = patients[q.patient_id]
             user = TEMPLATE.replace("{question_text}", q.text.replace("{context}", "(context)"))
             user = user.replace("{options}", self._options_text(q).replace("{context}", "(context)"))
-            pf = self._frame(tokenizer, user)
+            pf = self._frame(tokenizer, user, question=f"{q.text}\n{self._options_text(q)}")
             candidates = self._candidates(patient, patients, q, grid.seed, repeat)
             for length in grid.lengths:
                 yield self._sample(q, repeat, length, patient, pf, candidates, sep, gen, grid.seed, tokenizer)
 
-    def _frame(self, tokenizer: Tokenizer, user: str) -> PromptFrame:
+    def _frame(self, tokenizer: Tokenizer, user: str, question: str | None = None) -> PromptFrame:
         if not self.options.system_prompt:
-            return frame(tokenizer, user)
+            return frame(tokenizer, user, question=question)
         try:
-            return frame(tokenizer, user, system=SYSTEM_PROMPT)
+            return frame(tokenizer, user, system=SYSTEM_PROMPT, question=question)
         except LongctxError:
             raise
         except Exception as exc:  # e.g. a jinja TemplateError: "System role not supported"

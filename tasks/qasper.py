@@ -341,7 +341,8 @@ class Qasper:
             ids, starts = self._paper_ids(paper)
             where = {block: i for i, block in reversed(list(enumerate(paper.blocks)))}
             located = [where[e.strip()] for e in q.evidence if e.strip() in where]
-            pf = frame(tokenizer, TEMPLATE.replace("{question}", q.text.replace("{context}", "(context)")))
+            pf = frame(tokenizer, TEMPLATE.replace("{question}", q.text.replace("{context}", "(context)")),
+                       question=q.text)
             for length in grid.lengths:
                 budget = context_budget(length, pf, gen)
                 context = ids[:budget]

@@ -210,7 +210,8 @@ class RulerNiah:
             if self.n_queries * self.n_values == 1:
                 template, prefix = singular(template), singular(prefix)
             user = template.replace("{type_needle_v}", type_v).replace("{query}", query)
-            pf = frame(tokenizer, user, answer_prefix=prefix.format(type_needle_v=type_v, query=query))
+            pf = frame(tokenizer, user, answer_prefix=prefix.format(type_needle_v=type_v, query=query),
+                       question=user.partition("{context}")[2].strip())
             needle_texts = needles.texts(self.value_kind)
             stream = self._stream(tokenizer, grid.seed, index, needles)
             pieces = hs.encode_many(tokenizer, [stream.joiner + t for t, _ in needle_texts])

@@ -59,6 +59,13 @@ def test_task_contract(name, recipe, smol_tokenizer):
         assert s.context_tokens + s.max_new_tokens <= s.length, "over budget"
         assert s.references
         assert all(0 <= p < s.context_tokens for p in s.needle_positions), "position outside the prompt"
+        # the question stands apart from the context (retrievers search with it), and the context's
+        # token span holds every needle (the rag runner chunks exactly that span)
+        assert s.prompt.question and s.prompt.question.strip(), "no question separate from the context"
+        assert s.prompt.question not in s.prompt.messages[-1].content[slice(*s.prompt.context_span)]
+        start, end = s.prompt.context_token_span
+        assert 0 < start <= end < s.context_tokens
+        assert all(start <= p < end for p in s.needle_positions), "needle outside the context span"
         if s.evidence_depth is not None:
             assert 0 <= s.evidence_depth <= 100
         if task.controls_depth:
