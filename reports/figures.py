@@ -1,4 +1,5 @@
-"""Plotly figures of a report: a depth x length heatmap per (run, task), accuracy-vs-length curves.
+"""Plotly figures of a report: a depth x length heatmap per (run, task), accuracy-vs-length curves;
+for the comparison page also retrieval-recall heatmaps and paired-difference curves.
 
 Figures are built with plotly's Python API and handed to the page as JSON; the page loads
 plotly.js once (see :mod:`longctx.reports.html`). Colour scales are fixed to [0, 1] so the same
@@ -183,4 +184,106 @@ def length_curves(margins: Sequence[Margin], runs: Sequence[str], title: str):
         gridcolor="#eee",
         zeroline=False,
     )
+    return fig
+
+
+# ---- comparison page (longctx compare) -----------------------------------------------------------
+def recall_heatmap(
+    splits: Sequence,
+    lengths: Sequence[int],
+    depths: Sequence[float | None],
+    axis: DepthAxis,
+    title: str,
+    anchor: Callable[[int, float | None], str] = lambda length, depth: "",
+):
+    """Retrieval recall of one ``rag`` (run, task) as a depth x length heatmap, laid out like
+    :func:`heatmap` (same grid, same 0-1 colour scale) so it sits next to the run's accuracy.
+
+    ``splits`` are the run's per-cell :class:`~longctx.reports.compare.RetrievalSplit` records;
+    hover text gives the split of wrong answers into retrieval and reading misses. Each cell
+    carries ``customdata = [anchor(length, depth), hover text]`` like :func:`heatmap`.
+    """
+    import plotly.graph_objects as go
+
+    at = {(s.length, s.depth_bin): s for s in splits if not s.pooled}
+    z, text, custom = [], [], []
+    for depth in depths:
+        z_row, text_row, custom_row = [], [], []
+        for length in lengths:
+            s = at.get((length, depth))
+            where = f"length {length_label(length)} ({length} tokens), {axis.title}: {axis.label(depth)}"
+            if s is None or s.recall is None:
+                z_row.append(None)
+                text_row.append("")
+                custom_row.append([anchor(length, depth) if s else "", f"{where}<br>no recall recorded"])
+                continue
+            z_row.append(s.recall)
+            text_row.append(f"{100 * s.recall:.0f}")
+            wrong = s.scored - s.right
+            custom_row.append([
+                anchor(length, depth),
+                f"{where}<br>needle recall {_pct(s.recall)} over {s.with_recall} samples"
+                f"<br>wrong {wrong}: retrieval miss {s.retrieval_miss}, reading miss {s.reading_miss}"
+                + (f", recall unknown {s.unknown}" if s.unknown else ""),
+            ])
+        z.append(z_row)
+        text.append(text_row)
+        custom.append(custom_row)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, x=[length_label(n) for n in lengths], y=[axis.label(d) for d in depths], text=text,
+            texttemplate="%{text}", textfont=dict(size=11 if len(lengths) <= 12 else 9), customdata=custom,
+            hovertemplate="%{customdata[1]}<extra></extra>", colorscale=COLORSCALE, zmin=0.0, zmax=1.0,
+            xgap=1, ygap=1,
+            colorbar=dict(title=dict(text="recall", side="right"), tickvals=[0, 0.25, 0.5, 0.75, 1],
+                          ticktext=["0%", "25%", "50%", "75%", "100%"], thickness=12, len=0.9),
+        )
+    )
+    fig.update_layout(**_base_layout(title, int(min(max(120 + 22 * len(depths), 260), 1000))))
+    fig.update_xaxes(title_text="context length (tokens)", type="category", showgrid=False)
+    fig.update_yaxes(title_text=axis.title, type="category", autorange="reversed", showgrid=False)
+    return fig
+
+
+def difference_curves(tests: Sequence, title: str):
+    """Paired accuracy difference (A - B) vs context length, one line per pair of runs, with the
+    95% paired-bootstrap interval as error bars; filled markers where the Holm-adjusted p < 0.05.
+
+    ``tests`` are one task's :class:`~longctx.reports.compare.PairedTest` records (the per-length
+    ones are drawn; pooled ones, ``length`` None, are skipped). ``title`` is plotly markup.
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    pairs = list(dict.fromkeys((t.run_a, t.run_b) for t in tests))
+    lengths = sorted({t.length for t in tests if t.length is not None})
+    log_axis = bool(lengths) and lengths[0] > 0
+    for i, (a, b) in enumerate(pairs):
+        dodge = 2 ** (0.04 * (i - (len(pairs) - 1) / 2)) if log_axis else 1.0
+        points = sorted((t for t in tests if (t.run_a, t.run_b) == (a, b) and t.length is not None
+                         and t.diff is not None), key=lambda t: t.length)
+        if not points:
+            continue
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        fig.add_trace(go.Scatter(
+            x=[t.length * dodge for t in points], y=[t.diff for t in points],
+            name=f"{escape(a)} - {escape(b)}", mode="lines+markers", line=dict(color=color, width=2),
+            marker=dict(size=8, color=[color if (t.p_holm or 1) < 0.05 else "white" for t in points],
+                        line=dict(color=color, width=2)),
+            error_y=dict(type="data", symmetric=False, array=[t.ci_high - t.diff for t in points],
+                         arrayminus=[t.diff - t.ci_low for t in points], thickness=1.2, width=4),
+            customdata=[
+                f"{escape(a)} - {escape(b)}, length {length_label(t.length)}<br>difference {100 * t.diff:+.1f} "
+                f"points [95% CI {100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}]<br>{t.pairs} pairs: only A "
+                f"{t.only_a}, only B {t.only_b}<br>p = {t.p_value:.3g}, Holm {t.p_holm:.3g}" for t in points
+            ],
+            hovertemplate="%{customdata}<extra></extra>",
+        ))
+    fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
+    fig.update_layout(**_base_layout(title, 340), hovermode="closest",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
+    fig.update_xaxes(title_text="context length (tokens)", type="log" if log_axis else "linear", tickvals=lengths,
+                     ticktext=[length_label(n) for n in lengths], showgrid=True, gridcolor="#eee")
+    fig.update_yaxes(title_text="accuracy difference A - B", range=[-1.05, 1.05], tickformat="+.0%",
+                     showgrid=True, gridcolor="#eee", zeroline=False)
     return fig

@@ -15,6 +15,7 @@ from longctx._errors import LongctxError
 COMMANDS: dict[str, str] = {
     "sweep": "longctx.cli.sweep:sweep",
     "report": "longctx.cli.report:report",
+    "compare": "longctx.cli.compare:compare",
     "score": "longctx.cli.score:score",
     "tasks": "longctx.cli.listing:tasks",
     "runners": "longctx.cli.listing:runners",
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
 HELP = {
     "sweep": "Run a task over lengths x depths with a runner; resumable.",
     "report": "Write one self-contained HTML report for run folders.",
+    "compare": "Compare runs on the same samples: paired tests, effective length, cost (HTML, JSON).",
     "score": "Rescore predictions produced elsewhere with a task's official metric.",
     "tasks": "List the registered tasks.",
     "runners": "List the registered runners.",

@@ -1,0 +1,626 @@
+"""Comparing runs on the same samples: pairing, paired tests, effective length, cost, retrieval.
+
+Pure functions from loaded runs (:class:`~longctx.reports.runs.RunData`) to numbers; no printing,
+no plotting. :func:`compare_runs` computes everything the comparison page
+(:mod:`longctx.reports.compare_html`) and ``longctx compare --json`` show.
+
+Sample identity. Runs are paired by ``(task, sample id)``. Two runs' samples are
+
+- **identical** when every shared sample has the same :attr:`~longctx._records.Result.sample_hash`
+  (content hash of the messages and references): the models were given the same text;
+- **equivalent** when ids and references agree (and the manifests' task options and seed, where
+  recorded) but the content differs or is unknown: the same needle at the same depth in a
+  haystack cut by another tokenizer (``hope-demo``'s, say), or an older folder without hashes.
+
+Runs that share no sample, or whose references differ for a shared id (another seed or other
+task options), are refused with a :class:`~longctx._errors.LongctxError`.
+
+Errors (score None) are never scored: a sample that errored in either run is left out of that
+pair's test and counted in ``errors_a`` / ``errors_b``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import combinations
+from typing import Any, Literal
+
+import msgspec
+
+from longctx._errors import LongctxError
+from longctx._records import Result
+from longctx.reports import stats
+from longctx.reports.aggregate import (
+    Cell,
+    DepthAxis,
+    Margin,
+    by_length,
+    by_task,
+    cells,
+    depth_axes,
+    group,
+    is_failing,
+    length_label,
+    paired_scores,
+    sort_bins,
+    summarize,
+    tasks_of,
+)
+from longctx.reports.runs import RunData, results_by_run
+
+#: RULER's threshold for effective length, percent: Llama-2-7B's average at 4K (NVIDIA/RULER,
+#: README.md: "exceeding a qualitative threshold, Llama-2-7b performance at 4K (85.6%)")
+RULER_THRESHOLD = 85.6
+
+Key = tuple[str, str]  # (task, sample id)
+
+
+# ---- sample identity ----------------------------------------------------------------------------
+class PairIdentity(msgspec.Struct, frozen=True):
+    """How the samples of two runs relate."""
+
+    run_a: str
+    """First run's label."""
+    run_b: str
+    """Second run's label."""
+    kind: Literal["identical", "equivalent"]
+    """``identical``: same content hash for every shared sample; ``equivalent``: same ids,
+    references, task options and seed, content differs or is not recorded."""
+    shared: int
+    """Samples (task, id) present in both runs."""
+    same_hash: int
+    """Shared samples whose content hashes are both known and equal."""
+    hash_missing: int
+    """Shared samples without a content hash in at least one run (older folders)."""
+    only_a: int
+    """Samples only in the first run (not compared)."""
+    only_b: int
+    """Samples only in the second run."""
+    note: str
+    """One sentence saying why the pair is identical or equivalent."""
+
+
+def _keyed(results: Iterable[Result]) -> dict[Key, Result]:
+    return {(r.task, r.sample_id): r for r in results}
+
+
+def _identity_field(run: RunData, *path: str) -> Any:
+    node: Any = run.manifest.get("identity", {})
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+_MISSING = object()
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def classify_pair(a: RunData, b: RunData) -> PairIdentity:
+    """Identical or equivalent samples; :class:`LongctxError` (one line) when they are neither."""
+    ka, kb = _keyed(a.results), _keyed(b.results)
+    shared = [k for k in ka if k in kb]
+    if not shared:
+        def what(keys: Mapping[Key, Result]) -> str:
+            tasks = ", ".join(dict.fromkeys(k[0] for k in keys)) or "no results"
+            return f"{len(keys)} samples of {tasks}"
+
+        raise LongctxError(
+            f"runs {a.label} and {b.label} share no sample ({a.label}: {what(ka)}; {b.label}: {what(kb)}); "
+            "compare runs of the same tasks, lengths and depths"
+        )
+    differ = [k for k in shared if ka[k].references != kb[k].references]
+    if differ:
+        task, sid = differ[0]
+        raise LongctxError(
+            f"runs {a.label} and {b.label} are not on the same samples: {len(differ)} of {len(shared)} shared "
+            f"sample ids have other references (e.g. {sid}: {_clip(repr(ka[differ[0]].references))} vs "
+            f"{_clip(repr(kb[differ[0]].references))}); were they built with another seed or task options?"
+        )
+    hashes_known = [k for k in shared if ka[k].sample_hash is not None and kb[k].sample_hash is not None]
+    same = sum(ka[k].sample_hash == kb[k].sample_hash for k in hashes_known)
+    missing = len(shared) - len(hashes_known)
+    common = dict(shared=len(shared), same_hash=same, hash_missing=missing,
+                  only_a=len(ka) - len(shared), only_b=len(kb) - len(shared))
+    if same == len(shared):
+        return PairIdentity(a.label, b.label, "identical", **common,
+                            note=f"all {len(shared)} shared samples have the same content hash")
+    # not the same text: then the recipe must be the same (seed and options of every shared task)
+    unknown = []
+    for what, path in [("grid.seed", ("grid", "seed"))] + [
+        (f"task options of {t}", ("task_options", t)) for t in dict.fromkeys(k[0] for k in shared)
+    ]:
+        va, vb = _identity_field(a, *path), _identity_field(b, *path)
+        if va is _MISSING or vb is _MISSING:
+            unknown.append(what)
+        elif va != vb:
+            raise LongctxError(
+                f"runs {a.label} and {b.label} are not on the same samples: {what} differ "
+                f"({_clip(repr(va))} vs {_clip(repr(vb))}) and {len(shared) - same} of {len(shared)} shared "
+                f"samples have other content (e.g. {shared[0][1]})"
+            )
+    if missing:
+        note = (f"{missing} of {len(shared)} shared samples have no content hash (older run folder): same ids "
+                "and references, content not checked; equivalent at best")
+    else:
+        note = (f"same ids and references; {same} of {len(shared)} shared samples have the same content "
+                "(the others were built with another tokenizer, e.g. another haystack cut)")
+    if unknown:
+        note += f"; {', '.join(unknown)} not recorded in both manifests"
+    return PairIdentity(a.label, b.label, "equivalent", **common, note=note)
+
+
+def classify_runs(runs: Sequence[RunData]) -> list[PairIdentity]:
+    """:func:`classify_pair` for every two runs (display order); refuses fewer than two runs."""
+    if len(runs) < 2:
+        raise LongctxError("compare needs at least two run folders")
+    return [classify_pair(a, b) for a, b in combinations(runs, 2)]
+
+
+# ---- paired tests -------------------------------------------------------------------------------
+class PairedTest(msgspec.Struct, frozen=True):
+    """Run A vs run B on their shared, scored samples of one task at one length (or all lengths)."""
+
+    task: str
+    """Task name."""
+    length: int | None
+    """Context budget; None = all lengths pooled."""
+    run_a: str
+    """Label of run A."""
+    run_b: str
+    """Label of run B."""
+    test: Literal["mcnemar", "bootstrap"]
+    """``mcnemar`` (exact) for tasks whose scores are all 0/1, else the paired ``bootstrap``."""
+    pairs: int
+    """Shared samples scored in both runs (the test's n)."""
+    errors_a: int
+    """Shared samples left out because run A errored on them."""
+    errors_b: int
+    """Shared samples left out because run B errored on them."""
+    both_right: int
+    """Pairs with full credit (score 1) in both runs."""
+    only_a: int
+    """Pairs with full credit in A only (McNemar's b)."""
+    only_b: int
+    """Pairs with full credit in B only (McNemar's c)."""
+    both_wrong: int
+    """Pairs with score < 1 in both runs."""
+    mean_a: float | None
+    """Mean score of A over the pairs."""
+    mean_b: float | None
+    """Mean score of B over the pairs."""
+    diff: float | None
+    """``mean_a - mean_b``."""
+    ci_low: float | None
+    """Lower end of the 95% paired-bootstrap percentile interval of ``diff``."""
+    ci_high: float | None
+    """Upper end of that interval."""
+    p_value: float | None
+    """Unadjusted two-sided p-value (McNemar exact, or bootstrap); None without pairs."""
+    p_holm: float | None
+    """``p_value`` Holm-adjusted over every test of the comparison."""
+
+
+def binary_tasks(runs: Mapping[str, Sequence[Result]]) -> dict[str, bool]:
+    """Per task: True when every score of every run is 0 or 1 (McNemar applies)."""
+    out: dict[str, bool] = {}
+    for results in runs.values():
+        for r in results:
+            if r.score is not None:
+                out[r.task] = out.get(r.task, True) and r.score in (0.0, 1.0)
+            else:
+                out.setdefault(r.task, True)
+    return out
+
+
+def paired_test(
+    task: str,
+    length: int | None,
+    run_a: str,
+    run_b: str,
+    pairs: Sequence[tuple[float | None, float | None]],
+    binary: bool,
+    resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = stats.BOOTSTRAP_SEED,
+) -> PairedTest:
+    """One :class:`PairedTest` from ``(score_a, score_b)`` pairs (None = error); ``p_holm`` unset."""
+    errors_a = sum(sa is None for sa, _ in pairs)
+    errors_b = sum(sb is None for _, sb in pairs)
+    scored = [(sa, sb) for sa, sb in pairs if sa is not None and sb is not None]
+    ra = [sa >= 1.0 for sa, _ in scored]
+    rb = [sb >= 1.0 for _, sb in scored]
+    counts = dict(
+        both_right=sum(x and y for x, y in zip(ra, rb)),
+        only_a=sum(x and not y for x, y in zip(ra, rb)),
+        only_b=sum(y and not x for x, y in zip(ra, rb)),
+        both_wrong=sum(not x and not y for x, y in zip(ra, rb)),
+    )
+    kind: Literal["mcnemar", "bootstrap"] = "mcnemar" if binary else "bootstrap"
+    if not scored:
+        return PairedTest(task, length, run_a, run_b, kind, 0, errors_a, errors_b, **counts, mean_a=None,
+                          mean_b=None, diff=None, ci_low=None, ci_high=None, p_value=None, p_holm=None)
+    a = [s for s, _ in scored]
+    b = [s for _, s in scored]
+    boot = stats.paired_bootstrap(a, b, resamples=resamples, seed=seed)
+    p = stats.mcnemar_exact(counts["only_a"], counts["only_b"]) if binary else boot.p_value
+    return PairedTest(
+        task, length, run_a, run_b, kind, len(scored), errors_a, errors_b, **counts,
+        mean_a=sum(a) / len(a), mean_b=sum(b) / len(b), diff=boot.mean, ci_low=boot.ci_low,
+        ci_high=boot.ci_high, p_value=p, p_holm=None,
+    )
+
+
+def paired_tests(
+    runs: Mapping[str, Sequence[Result]],
+    resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = stats.BOOTSTRAP_SEED,
+) -> list[PairedTest]:
+    """Every two runs, per (task, length) and per task over all lengths, Holm-adjusted together.
+
+    The whole page is one family: ``p_holm`` controls the chance of any false "significant"
+    among all the tests shown (Holm 1979), however many runs, tasks and lengths there are.
+    """
+    binary = binary_tasks(runs)
+    out: list[PairedTest] = []
+    for la, lb in combinations(runs, 2):
+        for task, task_pairs in group(paired_scores(runs[la], runs[lb]), lambda p: p.task).items():
+            by_len = group(task_pairs, lambda p: p.length)
+            for length in [*sorted(by_len), None]:
+                chosen = task_pairs if length is None else by_len[length]
+                pairs = [(p.a, p.b) for p in chosen]
+                out.append(paired_test(task, length, la, lb, pairs, binary[task], resamples, seed))
+    tested = [i for i, t in enumerate(out) if t.p_value is not None]
+    adjusted = stats.holm([out[i].p_value for i in tested])
+    for i, p in zip(tested, adjusted):
+        out[i] = msgspec.structs.replace(out[i], p_holm=p)
+    return out
+
+
+# ---- effective length ---------------------------------------------------------------------------
+class EffectiveLength(msgspec.Struct, frozen=True):
+    """RULER's effective length of one run on one task."""
+
+    run: str
+    """Run label."""
+    task: str
+    """Task name."""
+    threshold: float
+    """Threshold, percent (RULER: 85.6)."""
+    length: int | None
+    """Longest tested length up to which accuracy stays at or above the threshold at every tested
+    length; None when the shortest tested length is already below it."""
+    label: str
+    """``4K``; ``>=8K`` when every tested length passes (the longest tested is a lower bound);
+    ``<1K`` when none does."""
+    accuracy: float | None
+    """Accuracy at ``length``."""
+    ci_low: float | None
+    """Wilson 95% interval of ``accuracy`` (lower end)."""
+    ci_high: float | None
+    """Upper end."""
+    scored: int
+    """Scored samples at ``length``."""
+    first_below: int | None
+    """Shortest tested length below the threshold (None if none is)."""
+    first_below_accuracy: float | None
+    """Accuracy there (None if none, or if every sample there errored)."""
+    tested: list[int]
+    """Lengths with results."""
+
+
+def effective_length(margins: Sequence[Margin], run: str, task: str, threshold: float = RULER_THRESHOLD
+                     ) -> EffectiveLength:
+    """RULER's effective length (Hsieh et al. 2024, NVIDIA/RULER README.md): the maximum length at
+    which the score exceeds the threshold, Llama-2-7B's 85.6% at 4K by default.
+
+    Read as "stays above": lengths ascending, the last one before the first length whose accuracy
+    is below the threshold (a length where every sample errored counts as below). "Exceeds" is
+    taken as ``>=``: RULER underlines Qwen3-32B's 85.6 at 128K as passing 85.6. The interval is
+    Wilson's at the effective length, from :func:`~longctx.reports.aggregate.summarize`.
+    """
+    points = sorted((m for m in margins if m.run == run and m.task == task and m.length is not None),
+                    key=lambda m: m.length)
+    best: Margin | None = None
+    below: Margin | None = None
+    for m in points:
+        acc = m.stats.accuracy
+        if acc is None or 100 * acc < threshold - 1e-9:
+            below = m
+            break
+        best = m
+    tested = [m.length for m in points]
+    if best is None:
+        label = f"<{length_label(tested[0])}" if tested else "n/a"
+    elif below is None:
+        label = f">={length_label(best.length)}"
+    else:
+        label = length_label(best.length)
+    s = best.stats if best else None
+    return EffectiveLength(
+        run=run, task=task, threshold=threshold, length=best.length if best else None, label=label,
+        accuracy=s.accuracy if s else None, ci_low=s.ci_low if s else None, ci_high=s.ci_high if s else None,
+        scored=s.scored if s else 0, first_below=below.length if below else None,
+        first_below_accuracy=below.stats.accuracy if below else None, tested=tested,
+    )
+
+
+# ---- cost ---------------------------------------------------------------------------------------
+class Cost(msgspec.Struct, frozen=True):
+    """What one run spent on one task at one length (or all lengths), per sample unless noted.
+
+    Every sample counts, errors included (a failed request cost time too). A field is None when
+    no sample of the group reports it.
+    """
+
+    run: str
+    """Run label."""
+    task: str
+    """Task name."""
+    length: int | None
+    """Context budget; None = all lengths."""
+    samples: int
+    """Results in the group."""
+    prompt_tokens: float | None
+    """Prompt tokens sent to the engine (summed over all LM calls for ``rlm``)."""
+    computed_tokens: float | None
+    """Prompt tokens computed, i.e. not served from the prefix cache (samples reporting both)."""
+    cached_share: float | None
+    """Share of the prompt tokens served from the prefix cache."""
+    completion_tokens: float | None
+    """Generated tokens."""
+    root_calls: float | None
+    """Root-LM calls (``rlm``: ``extra["rlm"]["root_calls"]``)."""
+    sub_calls: float | None
+    """Sub-LM calls (``rlm``: ``extra["rlm"]["sub_calls"]``)."""
+    retrieved_tokens: float | None
+    """Context tokens the retriever passed to the model (``rag``: ``extra["rag"]["retrieved_tokens"]``)."""
+    latency_s: float | None
+    """Wall time per sample, seconds."""
+    tokens_per_s: float | None
+    """(computed prompt + generated tokens) / wall time, over samples reporting all three."""
+    generated_per_s: float | None
+    """Generated tokens / wall time."""
+    state_bytes: int | None
+    """Largest memory-state size, bytes (``hope``: ``extra["state_bytes"]``)."""
+    cost_usd: float | None
+    """Total API cost reported by the runner (``rlm``), dollars."""
+
+
+def _extra(r: Result, *path: str) -> Any:
+    node: Any = r.extra
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def cost_of(results: Sequence[Result], run: str, task: str, length: int | None) -> Cost:
+    """:class:`Cost` of one group of results."""
+    prompt = [r.prompt_tokens for r in results if r.prompt_tokens is not None]
+    both = [(r.prompt_tokens, r.cached_tokens) for r in results
+            if r.prompt_tokens is not None and r.cached_tokens is not None]
+    completion = [r.completion_tokens for r in results if r.completion_tokens is not None]
+    latency = [r.latency_s for r in results]
+    rates = [(r.prompt_tokens - (r.cached_tokens or 0), r.completion_tokens, r.latency_s) for r in results
+             if r.prompt_tokens is not None and r.completion_tokens is not None and r.latency_s > 0]
+    gen = [(r.completion_tokens, r.latency_s) for r in results if r.completion_tokens is not None and r.latency_s > 0]
+    state = [v for r in results if (v := _extra(r, "state_bytes")) is not None]
+    usd = [v for r in results if (v := _extra(r, "rlm", "cost_usd")) is not None]
+    prompt_sum = sum(p for p, _ in both)
+    return Cost(
+        run=run, task=task, length=length, samples=len(results),
+        prompt_tokens=_mean(prompt),
+        computed_tokens=_mean([p - c for p, c in both]),
+        cached_share=sum(c for _, c in both) / prompt_sum if prompt_sum else None,
+        completion_tokens=_mean(completion),
+        root_calls=_mean([v for r in results if (v := _extra(r, "rlm", "root_calls")) is not None]),
+        sub_calls=_mean([v for r in results if (v := _extra(r, "rlm", "sub_calls")) is not None]),
+        retrieved_tokens=_mean([v for r in results if (v := _extra(r, "rag", "retrieved_tokens")) is not None]),
+        latency_s=_mean(latency),
+        tokens_per_s=sum(p + c for p, c, _ in rates) / sum(t for *_, t in rates) if rates else None,
+        generated_per_s=sum(c for c, _ in gen) / sum(t for _, t in gen) if gen else None,
+        state_bytes=int(max(state)) if state else None,
+        cost_usd=sum(usd) if usd else None,
+    )
+
+
+def costs(runs: Mapping[str, Sequence[Result]]) -> list[Cost]:
+    """Per run and task: a :class:`Cost` per length, then one over all lengths (``length`` None)."""
+    out: list[Cost] = []
+    for run, results in runs.items():
+        for task, task_results in group(results, lambda r: r.task).items():
+            by_len = group(task_results, lambda r: r.length)
+            out += [cost_of(by_len[n], run, task, n) for n in sorted(by_len)]
+            out.append(cost_of(task_results, run, task, None))
+    return out
+
+
+# ---- retrieval (rag) ----------------------------------------------------------------------------
+class RetrievalSplit(msgspec.Struct, frozen=True):
+    """Recall of the retriever and why answers were wrong, for one cell of a ``rag`` run.
+
+    A wrong answer (score < 1) is a **retrieval miss** when a needle was not among the retrieved
+    chunks (recall < 1), else a **reading miss**: the evidence was in the prompt and the model
+    still answered wrongly.
+    """
+
+    run: str
+    """Run label."""
+    task: str
+    """Task name."""
+    length: int | None
+    """Context budget; None = all lengths."""
+    depth_bin: float | None
+    """Depth bin (see :class:`~longctx.reports.aggregate.DepthAxis`); None with ``pooled``."""
+    pooled: bool
+    """True when every depth of the length (or everything) is pooled."""
+    scored: int
+    """Scored samples."""
+    with_recall: int
+    """Scored samples whose record has a recall (``extra["rag"]["recall"]`` not None)."""
+    recall: float | None
+    """Mean needle recall over those."""
+    right: int
+    """Scored samples with full credit."""
+    retrieval_miss: int
+    """Wrong answers with recall < 1."""
+    reading_miss: int
+    """Wrong answers with recall = 1."""
+    unknown: int
+    """Wrong answers without a recall."""
+
+
+def is_rag(results: Iterable[Result]) -> bool:
+    """True when any result carries ``extra["rag"]`` (a retrieval run)."""
+    return any(isinstance(r.extra.get("rag"), dict) for r in results)
+
+
+def retrieval_split(results: Iterable[Result], run: str, task: str, length: int | None,
+                    depth_bin: float | None = None, pooled: bool = False) -> RetrievalSplit:
+    """:class:`RetrievalSplit` of one group (errors are not scored and not counted)."""
+    scored = right = miss = reading = unknown = 0
+    recalls: list[float] = []
+    for r in results:
+        if r.score is None:
+            continue
+        scored += 1
+        rag = r.extra.get("rag") if isinstance(r.extra.get("rag"), dict) else {}
+        recall = rag.get("recall")
+        if isinstance(recall, (int, float)):
+            recalls.append(float(recall))
+        if r.score >= 1.0:
+            right += 1
+        elif not isinstance(recall, (int, float)):
+            unknown += 1
+        elif recall < 1.0:
+            miss += 1
+        else:
+            reading += 1
+    return RetrievalSplit(run, task, length, depth_bin, pooled, scored, len(recalls), _mean(recalls), right,
+                          miss, reading, unknown)
+
+
+def retrieval_splits(runs: Mapping[str, Sequence[Result]], axes: Mapping[str, DepthAxis]) -> list[RetrievalSplit]:
+    """For every ``rag`` run and task: per (length, depth bin), per length, and overall."""
+    out: list[RetrievalSplit] = []
+    for run, results in runs.items():
+        if not is_rag(results):
+            continue
+        for task, task_results in group(results, lambda r: r.task).items():
+            axis = axes[task]
+            by_cell = group(task_results, lambda r, a=axis: (r.length, a.bin(r)))
+            for length in sorted({k[0] for k in by_cell}):
+                for depth in sort_bins(k[1] for k in by_cell if k[0] == length):
+                    out.append(retrieval_split(by_cell[(length, depth)], run, task, length, depth))
+                out.append(retrieval_split([r for r in task_results if r.length == length], run, task, length,
+                                           pooled=True))
+            out.append(retrieval_split(task_results, run, task, None, pooled=True))
+    return out
+
+
+# ---- side-by-side samples -----------------------------------------------------------------------
+class SideBySide(msgspec.Struct, frozen=True):
+    """One sample that fails in at least one run, with every run's result for it."""
+
+    sample_id: str
+    """Shared sample id."""
+    references: tuple[str, ...]
+    """Gold answers (the same in every run: see :func:`classify_pair`)."""
+    results: dict[str, Result | None]
+    """Run label -> its result for this sample (None = the run has no such sample)."""
+
+
+def side_by_side(runs: Mapping[str, Sequence[Result]], task: str, axis: DepthAxis
+                 ) -> dict[tuple[int, float | None], list[SideBySide]]:
+    """Per (length, depth bin) of ``task``: the samples failing (error or score < 1) in any run, in
+    order of first appearance, each with every run's result."""
+    keyed = {label: {r.sample_id: r for r in results if r.task == task} for label, results in runs.items()}
+    seen: dict[str, Result] = {}
+    for table in keyed.values():
+        for sid, r in table.items():
+            seen.setdefault(sid, r)
+    out: dict[tuple[int, float | None], list[SideBySide]] = {}
+    for sid, first in seen.items():
+        row = {label: table.get(sid) for label, table in keyed.items()}
+        if any(r is not None and is_failing(r) for r in row.values()):
+            out.setdefault((first.length, axis.bin(first)), []).append(SideBySide(sid, first.references, row))
+    return out
+
+
+# ---- everything ---------------------------------------------------------------------------------
+class RunSummary(msgspec.Struct, frozen=True):
+    """A compared run, as the page and the JSON name it."""
+
+    label: str
+    """Run label."""
+    path: str
+    """Run folder."""
+    model: str
+    """Model (manifest, else results)."""
+    runner: str
+    """Runner (manifest, else results)."""
+    samples: int
+    """Results (one per sample)."""
+    errors: int
+    """Results whose runner failed."""
+
+
+class Comparison(msgspec.Struct, frozen=True):
+    """Every number of a comparison (``longctx compare --json`` writes this)."""
+
+    runs: list[RunSummary]
+    """Compared runs, in command-line order (run A of a pair comes first)."""
+    pairs: list[PairIdentity]
+    """Sample identity of every two runs."""
+    threshold: float
+    """Effective-length threshold, percent."""
+    lengths: list[Margin]
+    """Accuracy with Wilson interval per (run, task, length); ``length`` None = all lengths."""
+    cells: list[Cell]
+    """Accuracy per (run, task, length, depth bin)."""
+    depth_axes: dict[str, str]
+    """Task -> what its depth axis means (``requested`` / ``evidence`` / ``none``)."""
+    tests: list[PairedTest]
+    """Paired tests of every two runs, per (task, length) and per task, Holm-adjusted together."""
+    effective: list[EffectiveLength]
+    """Effective length per (run, task)."""
+    costs: list[Cost]
+    """Cost per (run, task, length) and per (run, task)."""
+    retrieval: list[RetrievalSplit]
+    """Recall and retrieval/reading misses of ``rag`` runs."""
+
+
+def compare_runs(
+    runs: Sequence[RunData],
+    threshold: float = RULER_THRESHOLD,
+    resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = stats.BOOTSTRAP_SEED,
+) -> Comparison:
+    """Classify, test and measure ``runs`` (raises :class:`LongctxError` for runs not on the same
+    samples)."""
+    pairs = classify_runs(runs)
+    by_run = results_by_run(runs)
+    axes = depth_axes(by_run)
+    margins = by_length(by_run) + by_task(by_run)
+    effective = [effective_length(margins, run, task, threshold)
+                 for run, results in by_run.items() for task in tasks_of({run: results})]
+    summaries = []
+    for run in runs:
+        info = run.info()
+        summaries.append(RunSummary(run.label, run.path, info.get("model", ""), info.get("runner", ""),
+                                    len(run.results), sum(r.error is not None for r in run.results)))
+    return Comparison(
+        runs=summaries, pairs=pairs, threshold=threshold, lengths=margins, cells=cells(by_run, axes),
+        depth_axes={task: axis.kind for task, axis in axes.items()},
+        tests=paired_tests(by_run, resamples, seed), effective=effective, costs=costs(by_run),
+        retrieval=retrieval_splits(by_run, axes),
+    )
