@@ -2,8 +2,14 @@
 
 Facts from the authors' repository kbressem/LongHealth (Apache-2.0; data/README.md, README.md, and
 the functions ``create_prompt``, ``sample_distractions``, ``get_correct_answer``/``compute_metrics``
-of their run/evaluation scripts, read in public copies of those scripts, e.g. rballachay/DrLongHealth,
-which vendors the repository as ``data/LongHealth``); paper: Adams et al. 2024, arXiv 2401.14490:
+of their run/evaluation scripts). That repository could not be fetched where this was written; the
+scripts were read in two public copies found by content (a vLLM script with ``get_correct_answer``,
+``parse_model_choice`` and ``compute_metrics(model_prediction, correct_answer, task3=False)``, and a
+text-generation-inference script with ``compute_metrics(model_prediction, question, task3=False)``;
+the search index did not name their repositories). rballachay/DrLongHealth (commit 49fd0a8) pins
+the repository as the submodule ``data/LongHealth`` (fork rballachay/LongHealth at 7e61715) and
+imports ``SYSTEM_PROMPT`` and ``create_prompt`` from its ``utils.py``. Paper: Adams et al. 2024,
+arXiv 2401.14490:
 
 - ``data/benchmark_v5.json``: ``{patient_id: {texts: {text_0: str, ...}, name, birthday, diagnosis,
   questions: [{No, question, answer_a..answer_e, correct, answer_location}]}}``; ``correct`` is the
@@ -21,8 +27,21 @@ which vendors the repository as ``data/LongHealth``); paper: Adams et al. 2024, 
   random (10 per prompt); option F "Question cannot be answered with provided documents" is added.
   Task 2 adds the answer documents (answer: the original option), task 3 does not (answer: F).
 - Answers: the letter of ``re.findall(r"The correct answer is (\\w):", output)[0]``; no match is
-  wrong; task 3 is correct iff the letter is F. The right letter is the option whose text contains
-  ``correct``. Generation budget 50 tokens (``max_new_tokens`` of the vLLM version of their script).
+  wrong; task 3 is correct iff the letter is F. Generation budget 50 tokens (``max_new_tokens`` of
+  the vLLM version of their script).
+- The right letter (the answer key): ``correct`` is option text, and the authors find its letter by
+  substring. Their repository itself (kbressem/LongHealth) could not be read here; two public copies
+  of their evaluation script differ. The vLLM script's ``get_correct_answer(sample)`` returns the
+  first option, in the question's key order, with ``sample["correct"] in sample[key]`` (keys
+  starting with ``answer`` and not ending with ``location``; raw strings, nothing stripped; for
+  tasks 2/3 ``answer_f`` = option F's text is set on the question first). The
+  text-generation-inference script's ``compute_metrics(model_prediction, question, task3)`` runs
+  the same test in a loop without ``break``: the last such option. longctx follows the vLLM script
+  (:func:`answer_candidates`, first candidate). When ``correct`` is in more than one option the key
+  is ambiguous (the two scripts disagree on it): tasks 1 and 2 mark such samples with
+  ``metadata["ambiguous_answer"] = True`` and ``metadata["answer_candidates"]`` (the letters, key
+  order), and the report counts and shows them. A question whose ``correct`` is in no option is a
+  data error here (``get_correct_answer`` would return None and every answer would count as wrong).
 
 Differences, recorded here: the budget is the sweep's length (prompt + ``max_new_tokens`` <= length,
 chat template and system prompt included, counted exactly in the served model's tokens), and tasks
@@ -111,9 +130,13 @@ class Question:
     options: tuple[str, ...]
     """Texts of options A..E."""
     answer_letter: str
-    """Letter of the option holding ``correct``."""
+    """Letter of the first option (key order) whose text contains ``correct`` (the authors' rule)."""
+    answer_candidates: tuple[str, ...]
+    """Every option letter whose text contains ``correct``; more than one = an ambiguous answer key."""
     locations: tuple[tuple[str, tuple[tuple[float, float], ...]], ...]
     """``(text_id, ((start, end), ...))`` per answer document, fractions of the text's length."""
+    correct: str = ""
+    """The benchmark's ``correct`` text, as given."""
 
     @property
     def answer_docs(self) -> tuple[str, ...]:
@@ -133,16 +156,29 @@ class Patient:
     """The patient's questions, in file order."""
 
 
-def _answer_letter(q: dict[str, Any], where: str) -> str:
-    correct = str(q["correct"]).strip()
-    options = [str(q[f"answer_{c}"]).strip() for c in "abcde"]
-    for letter, option in zip(LETTERS, options):
-        if option == correct:
-            return letter
-    for letter, option in zip(LETTERS, options):  # the authors' rule: the option containing it
-        if correct and correct in option:
-            return letter
-    raise LongctxError(f"{where}: 'correct' ({correct!r}) matches none of answer_a..answer_e")
+def answer_candidates(q: dict[str, Any]) -> tuple[str, ...]:
+    """Letters of the options whose text contains ``correct``, in the question's key order.
+
+    The authors' ``get_correct_answer(sample)`` (see the module doc): iterate over the question's
+    keys, skip those that do not start with ``answer`` or that end with ``location``, and test
+    ``sample["correct"] in sample[key]`` on the raw strings (no whitespace stripping, no exact-match
+    preference); the letter is the key's last character, upper-cased. They return the first hit.
+    """
+    correct = str(q["correct"])
+    return tuple(
+        key[-1].upper()
+        for key in q
+        if key.startswith("answer") and not key.endswith("location") and correct in str(q[key])
+    )
+
+
+def _answer_letter(q: dict[str, Any], where: str) -> tuple[str, tuple[str, ...]]:
+    candidates = answer_candidates(q)
+    if not candidates:
+        raise LongctxError(f"{where}: 'correct' ({q['correct']!r}) is contained in none of the answer_* options")
+    if candidates[0] not in LETTERS:
+        raise LongctxError(f"{where}: the first option holding 'correct' is not one of answer_a..answer_e")
+    return candidates[0], candidates
 
 
 def _parse_patient(pid: str, raw: dict[str, Any], path: str) -> Patient:
@@ -168,6 +204,7 @@ def _parse_patient(pid: str, raw: dict[str, Any], path: str) -> Patient:
             if any(not (0.0 <= s <= 1.0 and 0.0 <= e <= 1.0) for s, e in spans):
                 raise LongctxError(f"{where}: answer_location positions must be fractions in [0, 1]")
             locations.append((text_id, spans))
+        letter, candidates = _answer_letter(q, where)
         questions.append(
             Question(
                 qid=f"{pid}/{i}",
@@ -175,7 +212,9 @@ def _parse_patient(pid: str, raw: dict[str, Any], path: str) -> Patient:
                 number=q.get("No", i + 1),
                 text=str(q["question"]),
                 options=tuple(str(q[f"answer_{c}"]) for c in "abcde"),
-                answer_letter=_answer_letter(q, where),
+                answer_letter=letter,
+                answer_candidates=candidates,
+                correct=str(q["correct"]),
                 locations=tuple(locations),
             )
         )
@@ -344,13 +383,22 @@ class LongHealth:
 
     def _metadata(self, q: Question) -> dict[str, Any]:
         letter, text = self._answer(q)
-        return {
+        meta = {
             "question_id": q.qid,
             "patient_id": q.patient_id,
             "question_no": q.number,
             "answer_letter": letter,
             "oracle_prediction": f"The correct answer is {letter}: {text}.",
         }
+        candidates = list(q.answer_candidates)
+        if self.variant == 2 and q.correct in UNANSWERABLE:
+            candidates.append("F")  # the authors add answer_f before looking for the right option
+        if self.variant != 3 and len(candidates) > 1:
+            # ``correct`` is in several options: the authors' vLLM script takes the first (as here),
+            # their text-generation-inference script the last; the key itself is ambiguous.
+            meta["ambiguous_answer"] = True
+            meta["answer_candidates"] = candidates
+        return meta
 
     def scoring_samples(self) -> Iterator[Sample]:
         """One reference sample per question, id ``"<patient_id>/<index>"`` (no prompt)."""

@@ -239,17 +239,78 @@ def patient(question: dict) -> dict:
     return {"texts": {"text_0": "some text " * 20}, "questions": [{**q, **question}]}
 
 
-def test_answer_letter_rules(tmp_path):
-    def letters(question):
-        path = write(tmp_path, {"p1": patient(question), "p2": patient({})})
-        return next(get_task("longhealth/task1", {"data_path": path}).scoring_samples()).metadata[
-            "answer_letter"
-        ]
+def authors_first_option(question: dict) -> str | None:
+    """The rule of the authors' vLLM script (``get_correct_answer``), restated: walk the question's
+    keys in order, skip keys not starting with "answer" or ending with "location", return the last
+    character (upper-cased) of the first key whose raw text contains the raw ``correct`` text."""
+    for key, value in question.items():
+        if key.startswith("answer") and not key.endswith("location") and question["correct"] in value:
+            return key[-1].upper()
+    return None
 
-    assert letters({}) == "B"  # the option equal to `correct`
-    assert letters({"correct": "beta"}) == "B"  # the authors' rule: the option containing it
-    with pytest.raises(LongctxError, match="matches none"):
-        letters({"correct": "zeta"})
+
+def first_sample(tmp_path, question: dict, task: str = "longhealth/task1"):
+    path = write(tmp_path, {"p1": patient(question), "p2": patient({})})
+    return next(get_task(task, {"data_path": path}).scoring_samples())
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        {},  # the option equal to `correct`
+        {"correct": "beta"},  # contained in one option
+        {"answer_a": "beta 5 mg daily"},  # contained in A, equal to B: the authors take A, not the exact B
+        {"answer_b": "  beta 5 mg  "},  # surrounding whitespace in the option: still contained
+        {"answer_a": "x", "answer_c": "beta 5 mg", "answer_e": "beta 5 mg"},  # B, C, E: the first, B
+    ],
+)
+def test_the_answer_key_is_the_authors_first_containing_option(tmp_path, question):
+    q = patient(question)["questions"][0]
+    sample = first_sample(tmp_path, question)
+    assert sample.metadata["answer_letter"] == authors_first_option(q)
+    letter = sample.metadata["answer_letter"]
+    assert sample.references == (f"{letter}: {q[f'answer_{letter.lower()}']}",)
+
+
+def test_key_order_not_letter_order_decides_as_in_the_authors_loop(tmp_path):
+    q = patient({"answer_c": "beta 5 mg x"})["questions"][0]
+    reordered = {k: q[k] for k in ("No", "question", "answer_e", "answer_d", "answer_c", "answer_b", "answer_a")}
+    reordered.update({k: v for k, v in q.items() if k not in reordered})
+    path = write(tmp_path, {"p1": {**patient({}), "questions": [reordered]}, "p2": patient({})})
+    sample = next(get_task("longhealth/task1", {"data_path": path}).scoring_samples())
+    assert authors_first_option(reordered) == "C" and sample.metadata["answer_letter"] == "C"
+    assert sample.metadata["answer_candidates"] == ["C", "B"]
+
+
+def test_ambiguous_answer_keys_are_flagged(tmp_path):
+    ambiguous = {"answer_a": "beta 5 mg daily", "answer_d": "beta 5 mg or more"}
+    for task in ("longhealth/task1", "longhealth/task2"):
+        meta = first_sample(tmp_path, ambiguous, task).metadata
+        assert meta["answer_letter"] == "A"  # the vLLM script's choice; the TGI script's would be D
+        assert meta["ambiguous_answer"] is True and meta["answer_candidates"] == ["A", "B", "D"]
+    # task 3: the answer is F whatever the key, nothing to flag
+    meta3 = first_sample(tmp_path, ambiguous, "longhealth/task3").metadata
+    assert meta3["answer_letter"] == "F" and "ambiguous_answer" not in meta3
+    assert "ambiguous_answer" not in first_sample(tmp_path, {}).metadata
+    # sweep samples carry the flag too
+    path = write(tmp_path, {"p1": patient(ambiguous), "p2": patient({})})
+    grid = Grid(lengths=(40_000,), depths=(), samples=1)
+    (sample,) = get_task("longhealth/task1", {"data_path": path}).samples(grid, CharTokenizer())
+    assert sample.metadata["ambiguous_answer"] is True and sample.metadata["answer_candidates"] == ["A", "B", "D"]
+
+
+def test_task2_counts_option_f_as_a_candidate_as_the_authors_set_answer_f_first(tmp_path):
+    q = {"answer_b": "provided documents", "correct": "provided documents"}
+    assert "ambiguous_answer" not in first_sample(tmp_path, q).metadata
+    meta = first_sample(tmp_path, q, "longhealth/task2").metadata
+    assert meta["answer_letter"] == "B" and meta["answer_candidates"] == ["B", "F"]
+
+
+def test_correct_in_no_option_is_a_data_error(tmp_path):
+    with pytest.raises(LongctxError, match="contained in none"):
+        first_sample(tmp_path, {"correct": "zeta"})
+    with pytest.raises(LongctxError, match="contained in none"):
+        first_sample(tmp_path, {"correct": "beta 5 mg "})  # raw strings: the trailing space counts
 
 
 @pytest.mark.parametrize(
