@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from longctx._records import Generation, Message, Sample
+from longctx._records import Generation, Message, Result, Sample
 
 
 class Grid(msgspec.Struct, frozen=True):
@@ -52,6 +52,25 @@ class Scorer(Protocol):
 
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:
         """Every metric in [0, 1] for this prediction."""
+
+
+class CorpusScorer(Protocol):
+    """Optional Scorer hook: metrics defined over a corpus, not as means of per-sample scores.
+
+    Some benchmarks' official numbers are not means of one per-sample score (QASPER: Answer F1 by
+    answer type counts each question in one type, a missing prediction counts in no type, Evidence
+    F1 counts predictions without evidence). A scorer that also has ``corpus_scores`` gets it
+    called by ``longctx score`` (one predictions file), the sweep summary and the HTML report (per
+    run and task: per length and all lengths pooled); detected with ``hasattr``, nothing to
+    register. Numbers shown elsewhere (accuracy, heatmaps) stay means of the primary metric.
+    """
+
+    def corpus_scores(self, results: Sequence[Result]) -> dict[str, float | None]:
+        """Corpus metrics of ``results``: one group of one task, errors left out, one result per
+        sample (duplicates resolved by the caller). A result whose ``prediction`` is None stands
+        for a sample without a prediction (``longctx score --missing zero``); the sample's metadata
+        is ``result.extra["metadata"]``. Values lie in [0, 1]; None = undefined for this group
+        (e.g. no question of that kind). Keys are stable across groups, in display order."""
 
 
 class Task(Protocol):

@@ -22,7 +22,18 @@ al., NAACL 2021) uses for the numbers it reports:
 - ``evaluate``: per question, Answer F1 = max over references; the question counts towards the
   type of the first reference reaching that max (a stable sort); Evidence F1 = max over references
   (independently of the answer); a question without a prediction scores 0 on both and counts towards
-  no type. Corpus scores are means over questions (per type: over the questions of that type).
+  no type. Corpus scores are means over questions (per type: over the questions of that type; 0.0
+  for a type without questions).
+- ``__main__``: the predictions file is JSON lines ``{"question_id", "predicted_answer",
+  "predicted_evidence"}`` read into a dict by ``question_id``, so the last line of a repeated id
+  wins; ``evaluate`` loops over the gold questions only, so a prediction for an id that is not in
+  the gold data is ignored. The gold dict is keyed by ``question_id`` too (a repeated id keeps the
+  last question).
+
+Corpus numbers are not means of per-sample optional metrics: a missing prediction counts 0 in
+Answer F1 and Evidence F1 but in no type, and a prediction without evidence counts in Evidence F1
+(with an empty list). :func:`corpus_metrics` is what ``longctx score``, the sweep summary and the
+report show; :func:`corpus_scores` reproduces the official script's output dict.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import json
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from longctx._errors import LongctxError
@@ -148,38 +159,69 @@ def _scores(
     return scores
 
 
+class _Tally:
+    """Per-question scores of a corpus, collected the way ``evaluate`` collects them."""
+
+    def __init__(self, items: Iterable[tuple[Sequence[Mapping[str, Any]], str | None]]):
+        self.answer_f1s: list[float] = []
+        self.evidence_f1s: list[float] = []
+        self.by_type: dict[str, list[float]] = {t: [] for t in ANSWER_TYPES}
+        self.missing = 0
+        self.with_evidence = False
+        for refs, prediction in items:
+            if prediction is None:  # no prediction: 0 on both, in no type
+                self.missing += 1
+                self.answer_f1s.append(0.0)
+                self.evidence_f1s.append(0.0)
+                continue
+            answer, evidence = parse_prediction(prediction)
+            self.with_evidence = self.with_evidence or evidence is not None
+            scores = _scores(answer, evidence or [], refs)
+            self.answer_f1s.append(scores["answer_f1"])
+            self.evidence_f1s.append(scores["evidence_f1"])
+            for kind in ANSWER_TYPES:
+                if f"answer_f1_{kind}" in scores:
+                    self.by_type[kind].append(scores[f"answer_f1_{kind}"])
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else 0.0
+
+
+def corpus_metrics(
+    items: Iterable[tuple[Sequence[Mapping[str, Any]], str | None]],
+) -> dict[str, float | None]:
+    """Corpus-level metrics over ``(references, prediction)`` items, computed as ``evaluate`` does.
+
+    One item per question; ``prediction`` None = no prediction (0 on both, counted in no type).
+    Returns ``answer_f1``, ``answer_f1_<type>`` for every type (None when no predicted question has
+    that type, where the official script prints 0.0), and ``evidence_f1``: the official mean over
+    every item, predictions without evidence scored with an empty list (the official predictions
+    file must hold one), or None when no prediction carries evidence at all (a model that was never
+    asked for evidence has no Evidence F1; the official number for empty lists would only count the
+    questions some annotator marked unanswerable).
+    """
+    t = _Tally(items)
+    out: dict[str, float | None] = {"answer_f1": _mean(t.answer_f1s) if t.answer_f1s else None}
+    out.update({f"answer_f1_{k}": (_mean(v) if v else None) for k, v in t.by_type.items()})
+    out["evidence_f1"] = _mean(t.evidence_f1s) if t.with_evidence else None
+    return out
+
+
 def corpus_scores(
     gold: Mapping[str, Sequence[Mapping[str, Any]]], predicted: Mapping[str, str]
 ) -> dict[str, Any]:
-    """The official corpus-level output for ``{question_id: references}`` and ``{question_id: prediction}``.
+    """The official output of ``evaluate`` for ``{question_id: references}`` and ``{question_id: prediction}``.
 
-    Predictions without evidence are scored with empty evidence here, as the official evaluator
-    requires a ``predicted_evidence`` list for every prediction.
+    Same keys and values as the official script (``Answer F1``, ``Answer F1 by type`` with 0.0 for
+    a type without questions, ``Evidence F1``, ``Missing predictions``); predictions that are not
+    in ``gold`` are ignored, as there. Predictions without evidence are scored with empty evidence,
+    as the official evaluator requires a ``predicted_evidence`` list for every prediction.
     """
-    answer_f1s: list[float] = []
-    evidence_f1s: list[float] = []
-    by_type: dict[str, list[float]] = {t: [] for t in ANSWER_TYPES}
-    missing = 0
-    for qid, refs in gold.items():
-        if qid not in predicted:
-            missing += 1
-            answer_f1s.append(0.0)
-            evidence_f1s.append(0.0)
-            continue
-        answer, evidence = parse_prediction(predicted[qid])
-        scores = _scores(answer, evidence or [], refs)
-        answer_f1s.append(scores["answer_f1"])
-        evidence_f1s.append(scores["evidence_f1"])
-        for kind in ANSWER_TYPES:
-            if f"answer_f1_{kind}" in scores:
-                by_type[kind].append(scores[f"answer_f1_{kind}"])
-
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else 0.0
-
+    t = _Tally((refs, predicted.get(qid)) for qid, refs in gold.items())
     return {
-        "Answer F1": mean(answer_f1s),
-        "Answer F1 by type": {k: mean(v) for k, v in by_type.items()},
-        "Evidence F1": mean(evidence_f1s),
-        "Missing predictions": missing,
+        "Answer F1": _mean(t.answer_f1s),
+        "Answer F1 by type": {k: _mean(v) for k, v in t.by_type.items()},
+        "Evidence F1": _mean(t.evidence_f1s),
+        "Missing predictions": t.missing,
     }

@@ -41,7 +41,7 @@ import json
 import os
 import random
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -53,11 +53,12 @@ import msgspec
 from longctx._errors import LongctxError
 from longctx._prompting import context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._records import Prompt, Sample
+from longctx._records import Prompt, Result, Sample
 from longctx._registry import task
 from longctx.tasks._qasper_metric import (
     ANSWER_TYPES,
     annotation_reference,
+    corpus_metrics,
     normalize_answer,
     prediction_with_evidence,
     score_question,
@@ -226,12 +227,13 @@ def _load_hub(dataset: str, split: str, text_evidence_only: bool) -> Corpus:
 
 # ---- scoring -------------------------------------------------------------------------------------
 class QasperScorer:
-    """Official QASPER Answer F1 (and by type) and Evidence F1, per question (see module doc)."""
+    """Official QASPER Answer F1 (and by type) and Evidence F1, per question and per corpus."""
 
     metrics = ("answer_f1",)
     """In every score."""
     optional_metrics = (*(f"answer_f1_{t}" for t in ANSWER_TYPES), "evidence_f1")
-    """In a score only where they apply; average each over the results that hold it."""
+    """In a per-question score only where they apply (see the module doc); the official corpus
+    numbers come from :meth:`corpus_scores`, not from means of these."""
 
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:  # noqa: D102
         refs = sample.metadata.get("qasper_references")
@@ -239,6 +241,32 @@ class QasperScorer:
             return score_question(prediction, refs)
         # A sample without the annotations (types, evidence): Answer F1 over the reference strings.
         return {"answer_f1": max((token_f1(prediction or "", r) for r in sample.references), default=0.0)}
+
+    def corpus_scores(self, results: Sequence[Result]) -> dict[str, float | None]:
+        """The official corpus numbers over ``results`` (the optional corpus hook).
+
+        ``answer_f1``, ``answer_f1_<type>``, ``evidence_f1`` as
+        :func:`~longctx.tasks._qasper_metric.corpus_metrics` computes them, one item per result
+        (``prediction`` None = no prediction). A result without QASPER annotations in
+        ``extra["metadata"]["qasper_references"]`` (a predictions line with bare reference strings)
+        counts in Answer F1 only, as untyped references without evidence cannot count elsewhere.
+        """
+        annotated: list[tuple[list[dict[str, Any]], str | None]] = []
+        bare: list[float] = []
+        for r in results:
+            if r.error is not None:
+                continue
+            meta = r.extra.get("metadata") if isinstance(r.extra, dict) else None
+            refs = meta.get("qasper_references") if isinstance(meta, dict) else None
+            if refs:
+                annotated.append((refs, r.prediction))
+            else:
+                bare.append(max((token_f1(r.prediction or "", ref) for ref in r.references), default=0.0))
+        out = corpus_metrics(annotated)
+        if bare:
+            total = (out["answer_f1"] or 0.0) * len(annotated) + sum(bare)
+            out["answer_f1"] = total / (len(annotated) + len(bare))
+        return out
 
 
 def oracle_prediction(question: Question) -> str:

@@ -14,6 +14,19 @@ so a number printed here and one in a run folder mean the same thing. Accepted f
   ``metadata["question_id"]``); ``--missing zero`` scores the task's samples that have no prediction
   as 0 (QASPER's evaluator does that). A longctx run's ``results.jsonl`` is accepted as it is: lines
   of other tasks and lines recording a runner error are left out (errors are never scored).
+- QASPER's official predictions file (allenai/qasper-led-baseline ``scripts/evaluator.py``, commit
+  afd0fb96bf78ce8cd8157639c6f6a6995e4f9089: JSON lines ``{"question_id", "predicted_answer",
+  "predicted_evidence"}``) as it is: such a line is the prediction
+  ``{"answer": predicted_answer, "evidence": predicted_evidence}``.
+
+As in that evaluator, a line whose id is not a sample of the task is ignored (a warning, not an
+error) and, when an id appears on several lines, the last line is scored (a warning too). Warnings
+are returned in :attr:`FileScore.warnings`; the CLI prints them on stderr.
+
+When the task's scorer has the optional ``corpus_scores`` hook (:class:`longctx._protocols.
+CorpusScorer`; QASPER), its corpus-level numbers are reported too (``FileScore.corpus``, the JSON
+key ``corpus``), computed over the scored predictions, with ``--missing zero`` over every sample
+of the task: the official way, which a mean of per-sample scores is not.
 """
 
 from __future__ import annotations
@@ -30,7 +43,8 @@ import click
 
 from longctx._errors import LongctxError
 from longctx._parsing import parse_options
-from longctx._records import Prompt, Sample
+from longctx._records import Prompt, Result, Sample
+from longctx._scoring import scorer_corpus_hook
 
 #: Cells ``pandas.read_csv`` turns into NaN by default (pandas ``_libs.parsers.STR_NA_VALUES``).
 PANDAS_NA = frozenset(
@@ -76,6 +90,14 @@ class FileScore:
     """Lines recording a runner error (``results.jsonl``): never scored, as in the sweep."""
     other_tasks: int = 0
     """Lines of other tasks (a ``results.jsonl`` of several tasks), left out."""
+    ignored: int = 0
+    """Lines for ids that are not samples of the task, left out (as the official evaluators do)."""
+    duplicates: int = 0
+    """Lines replaced by a later line for the same sample (the last one is scored)."""
+    warnings: list[str] = field(default_factory=list)
+    """One line per problem that did not stop scoring (unknown ids, repeated ids)."""
+    corpus: dict[str, float | None] | None = None
+    """The scorer's corpus metrics (optional ``corpus_scores`` hook) over the scored items."""
 
     def means(self) -> dict[str, float]:
         """Mean of every metric over the scored items (0 when there are none)."""
@@ -89,8 +111,12 @@ class FileScore:
             "missing": self.missing,
             "errors": self.errors,
             "other_tasks": self.other_tasks,
+            "ignored": self.ignored,
+            "duplicates": self.duplicates,
             "scores": self.means(),
             "sums": self.sums,
+            "corpus": self.corpus,
+            "warnings": self.warnings,
         }
 
 
@@ -157,13 +183,40 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise LongctxError(f"{path}: not valid JSON ({exc})") from None
 
 
-def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[tuple[str, Sample]]:
-    """(prediction, sample) for every line of ``task``; ``counts`` gets the missing, error and
-    other-task counts. With ``missing="zero"`` samples of the task without a prediction are
-    included with an empty prediction (it scores 0).
+def _prediction(rec: dict[str, Any], where: str) -> str:
+    """The prediction text of one JSONL line (``prediction``, or QASPER's official keys)."""
+    if "prediction" in rec:
+        prediction = rec["prediction"]
+        if prediction is not None and not isinstance(prediction, str):
+            raise LongctxError(f"{where}: 'prediction' must be a string")
+        return prediction or ""
+    if "predicted_answer" in rec:  # QASPER's official predictions file
+        answer = rec["predicted_answer"]
+        if answer is not None and not isinstance(answer, str):
+            raise LongctxError(f"{where}: 'predicted_answer' must be a string")
+        obj: dict[str, Any] = {"answer": answer or ""}
+        if "predicted_evidence" in rec:
+            evidence = rec["predicted_evidence"]
+            if not isinstance(evidence, list) or not all(isinstance(e, str) for e in evidence):
+                raise LongctxError(f"{where}: 'predicted_evidence' must be a list of paragraph strings")
+            obj["evidence"] = evidence
+        return json.dumps(obj, ensure_ascii=False)
+    raise LongctxError(f"{where}: no 'prediction' (keys: {', '.join(rec)})")
+
+
+def _examples(pairs: list[tuple[str, int]]) -> str:
+    shown = ", ".join(f"{ident!r} (line {line})" for ident, line in pairs[:3])
+    return shown + (", ..." if len(pairs) > 3 else "")
+
+
+def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[tuple[str | None, Sample]]:
+    """(prediction, sample) for every sample of ``task`` with a line; ``counts`` gets the missing,
+    error, other-task, ignored and duplicate counts and the warnings. With ``missing="zero"``
+    samples of the task without a prediction are included with prediction None (it scores 0).
 
     Lines of a longctx ``results.jsonl`` work as they are: their ``task`` picks the lines, an
-    ``error`` leaves the line out, ``extra.metadata`` supplies the sample metadata.
+    ``error`` leaves the line out, ``extra.metadata`` supplies the sample metadata. A line for an
+    id the task does not know is ignored; of several lines for one sample the last one is kept.
     """
     lines: list[tuple[int, str, str, dict[str, Any]]] = []
     for line_no, rec in _records(path):
@@ -179,52 +232,62 @@ def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[
         ident = next((str(rec[k]) for k in _ID_KEYS if rec.get(k) is not None), None)
         if ident is None:
             raise LongctxError(f"{where}: no sample_id or question_id (keys: {', '.join(rec) or 'none'})")
-        if "prediction" not in rec:
-            raise LongctxError(f"{where}: no 'prediction' (keys: {', '.join(rec)})")
-        prediction = rec["prediction"]
-        if prediction is not None and not isinstance(prediction, str):
-            raise LongctxError(f"{where}: 'prediction' must be a string")
-        lines.append((line_no, ident, prediction or "", rec))
+        lines.append((line_no, ident, _prediction(rec, where), rec))
 
-    items: list[tuple[str, Sample]] = []
-    unresolved: list[tuple[int, str, str]] = []
-    for line_no, ident, prediction, rec in lines:
-        refs = rec.get("references")
-        if refs is None:
-            unresolved.append((line_no, ident, prediction))
-            continue
-        refs = (refs,) if isinstance(refs, str) else tuple(str(r) for r in refs)
-        extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
-        metadata = dict(rec.get("metadata") or extra.get("metadata") or {})
-        if "question" in rec:
-            metadata["question"] = rec["question"]
-        items.append((prediction, _empty_sample(ident, task.name, refs, metadata)))
-
-    if unresolved or missing == "zero":
+    by_id: dict[str, Sample] = {}
+    unique: dict[str, Sample] = {}
+    if any(rec.get("references") is None for *_, rec in lines) or missing == "zero":
         source = getattr(task, "scoring_samples", None)
         if source is None:
+            first = next((n for n, *_, rec in lines if rec.get("references") is None), 1)
             raise LongctxError(
-                f"{path}:{unresolved[0][0] if unresolved else 1}: task {task.name} cannot look up "
-                "samples by id; give every line 'references'"
+                f"{path}:{first}: task {task.name} cannot look up samples by id; give every line 'references'"
             )
-        by_id: dict[str, Sample] = {}
-        unique: dict[str, Sample] = {}
         for sample in source():
             unique.setdefault(sample.id, sample)
             by_id.setdefault(sample.id, sample)
             qid = sample.metadata.get("question_id")
             if qid is not None:
                 by_id.setdefault(str(qid), sample)
-        answered = {ident for _, ident, _, _ in lines}
-        for line_no, ident, prediction in unresolved:
-            sample = by_id.get(ident)
-            if sample is None:
-                raise LongctxError(
-                    f"{path}:{line_no}: id {ident!r} is not a sample of {task.name} "
-                    f"({len(unique)} known, e.g. {next(iter(by_id), 'none')!r})"
-                )
-            items.append((prediction, sample))
-            answered.add(sample.id)
+
+    kept: dict[str, tuple[int, str, Sample, str]] = {}  # sample id -> (line, prediction, sample, ident)
+    unknown: list[tuple[str, int]] = []
+    repeated: dict[str, list[int]] = {}
+    for line_no, ident, prediction, rec in lines:
+        refs = rec.get("references")
+        if refs is None:
+            found = by_id.get(ident)
+            if found is None:
+                unknown.append((ident, line_no))
+                continue
+            sample = found
+        else:
+            refs = (refs,) if isinstance(refs, str) else tuple(str(r) for r in refs)
+            extra = rec.get("extra") if isinstance(rec.get("extra"), dict) else {}
+            metadata = dict(rec.get("metadata") or extra.get("metadata") or {})
+            if "question" in rec:
+                metadata["question"] = rec["question"]
+            sample = _empty_sample(ident, task.name, refs, metadata)
+        if sample.id in kept:
+            repeated.setdefault(sample.id, [kept[sample.id][0]]).append(line_no)
+            counts.duplicates += 1
+        kept[sample.id] = (line_no, prediction, sample, ident)
+
+    if unknown:
+        counts.ignored = len(unknown)
+        counts.warnings.append(
+            f"{path}: {len(unknown)} line(s) for ids that are not samples of {task.name} ignored "
+            f"({len(unique)} known), e.g. {_examples(unknown)}"
+        )
+    if repeated:
+        shown = "; ".join(f"{i!r} (lines {', '.join(map(str, ns))})" for i, ns in list(repeated.items())[:3])
+        counts.warnings.append(
+            f"{path}: {len(repeated)} id(s) on more than one line, the last line of each is scored: {shown}"
+            + ("; ..." if len(repeated) > 3 else "")
+        )
+    items: list[tuple[str | None, Sample]] = [(p, s) for _, p, s, _ in kept.values()]
+    if unique:
+        answered = set(kept) | {ident for *_, ident in kept.values()}
         unanswered = [
             s
             for s in unique.values()
@@ -232,8 +295,19 @@ def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[
         ]
         counts.missing = len(unanswered)
         if missing == "zero":
-            items.extend(("", s) for s in unanswered)
+            items.extend((None, s) for s in unanswered)
     return items
+
+
+def _as_result(prediction: str | None, sample: Sample, task_name: str) -> Result:
+    """A bare result record of one prediction, as the corpus hook reads results."""
+    return Result(
+        sample_id=sample.id, task=task_name, runner="", model="", length=sample.length,
+        context_tokens=sample.context_tokens, depth=sample.depth, needle_positions=sample.needle_positions,
+        evidence_depth=sample.evidence_depth, prediction=prediction, references=sample.references,
+        score=None, scores={}, error=None, latency_s=0.0, prompt_tokens=None, cached_tokens=None,
+        extra={"metadata": dict(sample.metadata)},
+    )
 
 
 def rescore(task: Any, path: Path, missing: str = "skip") -> FileScore:
@@ -251,8 +325,10 @@ def rescore(task: Any, path: Path, missing: str = "skip") -> FileScore:
             f"{path}: unknown format {suffix or '(none)'}; use .csv (target,output,question) or .jsonl"
         )
     result.sums = {m: 0.0 for m in task.scorer.metrics}
+    hook = scorer_corpus_hook(task.scorer)
+    records: list[Result] = []
     for prediction, sample in items:
-        scores = task.scorer.score(prediction, sample)
+        scores = task.scorer.score(prediction or "", sample)
         for metric in task.scorer.metrics:
             value = float(scores[metric])
             if math.isnan(value) or not 0.0 <= value <= 1.0:
@@ -261,9 +337,14 @@ def rescore(task: Any, path: Path, missing: str = "skip") -> FileScore:
                 )
             result.sums[metric] += value
         result.n += 1
+        if hook is not None:
+            records.append(_as_result(prediction, sample, task.name))
     if result.n == 0:
-        others = f" ({result.other_tasks} lines of other tasks)" if result.other_tasks else ""
-        raise LongctxError(f"{path}: no predictions for {task.name}{others}")
+        why = [f"{result.other_tasks} lines of other tasks"] if result.other_tasks else []
+        why += [w.split(": ", 1)[1] for w in result.warnings if result.ignored and "ignored" in w]
+        raise LongctxError(f"{path}: no predictions for {task.name}" + (f" ({'; '.join(why)})" if why else ""))
+    if hook is not None:
+        result.corpus = hook(records)
     return result
 
 
@@ -272,7 +353,8 @@ def rescore(task: Any, path: Path, missing: str = "skip") -> FileScore:
 Examples:
   longctx score --task babilong/qa1 qa1_4k_instruction_yes_examples_yes_post_prompt_yes.csv
   longctx score --task babilong/qa2 --json babilong_evals/MODEL/qa2_*.csv
-  longctx score --task babilong/qa1 -O data_dir=DIR -O dataset_length=4k predictions.jsonl"""
+  longctx score --task babilong/qa1 -O data_dir=DIR -O dataset_length=4k predictions.jsonl
+  longctx score --task qasper -O data_path=qasper-test-v0.3.json --missing zero predictions.jsonl"""
 )
 @click.option("--task", "-t", "task_name", required=True, help="Task whose metric scores the predictions.")
 @click.option(
@@ -300,12 +382,16 @@ def score(
 
     task = get_task(task_name, parse_options(task_opts, "-O"))
     results = [rescore(task, path, missing) for path in predictions]
+    for r in results:
+        for warning in r.warnings:
+            click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "task": task.name,
                     "metrics": list(task.scorer.metrics),
+                    "corpus_metrics": list(next((r.corpus for r in results if r.corpus), {}) or {}),
                     "results": [r.to_dict() for r in results],
                 },
                 indent=1,
@@ -315,6 +401,7 @@ def score(
     from rich.console import Console
     from rich.table import Table
 
+    console = Console()
     table = Table(
         title=f"{task.name}: scores in % ({task.scorer.metrics[0]} is the official metric)",
         title_justify="left",
@@ -325,7 +412,21 @@ def score(
         table.add_column(metric, justify="right")
     for r in results:
         table.add_row(r.path, str(r.n), *[f"{100 * v:.2f}" for v in r.means().values()])
-    Console().print(table)
+    console.print(table)
+    corpus_keys = list(next((r.corpus for r in results if r.corpus), {}) or {})
+    if corpus_keys:
+        corpus = Table(
+            title=f"{task.name}: corpus metrics in % (computed as the official evaluator does; - = undefined)",
+            title_justify="left",
+        )
+        corpus.add_column("predictions", overflow="fold")
+        corpus.add_column("n", justify="right")
+        for key in corpus_keys:
+            corpus.add_column(key, justify="right")
+        for r in results:
+            values = [(r.corpus or {}).get(k) for k in corpus_keys]
+            corpus.add_row(r.path, str(r.n), *["-" if v is None else f"{100 * v:.2f}" for v in values])
+        console.print(corpus)
     for r in results:
         if r.missing and missing == "skip":
             click.echo(

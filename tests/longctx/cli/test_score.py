@@ -172,11 +172,12 @@ def test_bad_files_are_user_errors(tmp_path, content, suffix, needle):
     assert result.exit_code == 2 and needle in result.output, result.output
 
 
-def test_unknown_ids_are_named(tmp_path):
+def test_a_file_of_unknown_ids_only_is_a_user_error_naming_them(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"question_id": "qa1/1k/99", "prediction": "x"}\n')
     result = run("--task", "babilong/qa1", "-O", f"data_dir={PUBLISHED}", str(path))
-    assert result.exit_code == 2 and "id 'qa1/1k/99' is not a sample of babilong/qa1" in result.output
+    assert result.exit_code == 2, result.output
+    assert "no predictions for babilong/qa1" in result.output and "'qa1/1k/99' (line 1)" in result.output
 
 
 def test_errors_through_the_entry_point_are_one_line(tmp_path):
