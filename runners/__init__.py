@@ -5,3 +5,4 @@ from longctx.runners import oracle  # noqa: F401
 from longctx.runners import hf, vllm  # noqa: F401
 from longctx.runners.rlm import runner as _rlm  # noqa: F401
 from longctx.runners.hope import runner as _hope  # noqa: F401
+from longctx.runners.rag import runner as _rag  # noqa: F401

@@ -1,0 +1,1 @@
+"""Runner ``rag``: the retrieval baseline (chunks, retrievers, the runner); see :mod:`.runner`."""
