@@ -26,9 +26,6 @@ from itertools import combinations
 from typing import Any, Literal
 
 import msgspec
-
-from longctx._errors import LongctxError
-from longctx._records import Result
 from longctx.reports import stats
 from longctx.reports.aggregate import (
     Cell,
@@ -42,11 +39,13 @@ from longctx.reports.aggregate import (
     is_failing,
     length_label,
     paired_scores,
-    sort_bins,
-    summarize,
     tasks_of,
 )
+from longctx.reports.retrieval import RetrievalSplit, retrieval_splits
 from longctx.reports.runs import RunData, results_by_run
+
+from longctx._errors import LongctxError
+from longctx._records import Result
 
 #: RULER's threshold for effective length, percent: Llama-2-7B's average at 4K (NVIDIA/RULER,
 #: README.md: "exceeding a qualitative threshold, Llama-2-7b performance at 4K (85.6%)")
@@ -105,6 +104,7 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
     ka, kb = _keyed(a.results), _keyed(b.results)
     shared = [k for k in ka if k in kb]
     if not shared:
+
         def what(keys: Mapping[Key, Result]) -> str:
             tasks = ", ".join(dict.fromkeys(k[0] for k in keys)) or "no results"
             return f"{len(keys)} samples of {tasks}"
@@ -124,11 +124,21 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
     hashes_known = [k for k in shared if ka[k].sample_hash is not None and kb[k].sample_hash is not None]
     same = sum(ka[k].sample_hash == kb[k].sample_hash for k in hashes_known)
     missing = len(shared) - len(hashes_known)
-    common = dict(shared=len(shared), same_hash=same, hash_missing=missing,
-                  only_a=len(ka) - len(shared), only_b=len(kb) - len(shared))
+    common = dict(
+        shared=len(shared),
+        same_hash=same,
+        hash_missing=missing,
+        only_a=len(ka) - len(shared),
+        only_b=len(kb) - len(shared),
+    )
     if same == len(shared):
-        return PairIdentity(a.label, b.label, "identical", **common,
-                            note=f"all {len(shared)} shared samples have the same content hash")
+        return PairIdentity(
+            a.label,
+            b.label,
+            "identical",
+            **common,
+            note=f"all {len(shared)} shared samples have the same content hash",
+        )
     # not the same text: then the recipe must be the same (seed and options of every shared task)
     unknown = []
     for what, path in [("grid.seed", ("grid", "seed"))] + [
@@ -144,11 +154,15 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
                 f"samples have other content (e.g. {shared[0][1]})"
             )
     if missing:
-        note = (f"{missing} of {len(shared)} shared samples have no content hash (older run folder): same ids "
-                "and references, content not checked; equivalent at best")
+        note = (
+            f"{missing} of {len(shared)} shared samples have no content hash (older run folder): same ids "
+            "and references, content not checked; equivalent at best"
+        )
     else:
-        note = (f"same ids and references; {same} of {len(shared)} shared samples have the same content "
-                "(the others were built with another tokenizer, e.g. another haystack cut)")
+        note = (
+            f"same ids and references; {same} of {len(shared)} shared samples have the same content "
+            "(the others were built with another tokenizer, e.g. another haystack cut)"
+        )
     if unknown:
         note += f"; {', '.join(unknown)} not recorded in both manifests"
     return PairIdentity(a.label, b.label, "equivalent", **common, note=note)
@@ -241,16 +255,45 @@ def paired_test(
     )
     kind: Literal["mcnemar", "bootstrap"] = "mcnemar" if binary else "bootstrap"
     if not scored:
-        return PairedTest(task, length, run_a, run_b, kind, 0, errors_a, errors_b, **counts, mean_a=None,
-                          mean_b=None, diff=None, ci_low=None, ci_high=None, p_value=None, p_holm=None)
+        return PairedTest(
+            task,
+            length,
+            run_a,
+            run_b,
+            kind,
+            0,
+            errors_a,
+            errors_b,
+            **counts,
+            mean_a=None,
+            mean_b=None,
+            diff=None,
+            ci_low=None,
+            ci_high=None,
+            p_value=None,
+            p_holm=None,
+        )
     a = [s for s, _ in scored]
     b = [s for _, s in scored]
     boot = stats.paired_bootstrap(a, b, resamples=resamples, seed=seed)
     p = stats.mcnemar_exact(counts["only_a"], counts["only_b"]) if binary else boot.p_value
     return PairedTest(
-        task, length, run_a, run_b, kind, len(scored), errors_a, errors_b, **counts,
-        mean_a=sum(a) / len(a), mean_b=sum(b) / len(b), diff=boot.mean, ci_low=boot.ci_low,
-        ci_high=boot.ci_high, p_value=p, p_holm=None,
+        task,
+        length,
+        run_a,
+        run_b,
+        kind,
+        len(scored),
+        errors_a,
+        errors_b,
+        **counts,
+        mean_a=sum(a) / len(a),
+        mean_b=sum(b) / len(b),
+        diff=boot.mean,
+        ci_low=boot.ci_low,
+        ci_high=boot.ci_high,
+        p_value=p,
+        p_holm=None,
     )
 
 
@@ -312,8 +355,9 @@ class EffectiveLength(msgspec.Struct, frozen=True):
     """Lengths with results."""
 
 
-def effective_length(margins: Sequence[Margin], run: str, task: str, threshold: float = RULER_THRESHOLD
-                     ) -> EffectiveLength:
+def effective_length(
+    margins: Sequence[Margin], run: str, task: str, threshold: float = RULER_THRESHOLD
+) -> EffectiveLength:
     """RULER's effective length (Hsieh et al. 2024, NVIDIA/RULER README.md): the maximum length at
     which the score exceeds the threshold, Llama-2-7B's 85.6% at 4K by default.
 
@@ -322,8 +366,10 @@ def effective_length(margins: Sequence[Margin], run: str, task: str, threshold: 
     taken as ``>=``: RULER underlines Qwen3-32B's 85.6 at 128K as passing 85.6. The interval is
     Wilson's at the effective length, from :func:`~longctx.reports.aggregate.summarize`.
     """
-    points = sorted((m for m in margins if m.run == run and m.task == task and m.length is not None),
-                    key=lambda m: m.length)
+    points = sorted(
+        (m for m in margins if m.run == run and m.task == task and m.length is not None),
+        key=lambda m: m.length,
+    )
     best: Margin | None = None
     below: Margin | None = None
     for m in points:
@@ -341,10 +387,18 @@ def effective_length(margins: Sequence[Margin], run: str, task: str, threshold: 
         label = length_label(best.length)
     s = best.stats if best else None
     return EffectiveLength(
-        run=run, task=task, threshold=threshold, length=best.length if best else None, label=label,
-        accuracy=s.accuracy if s else None, ci_low=s.ci_low if s else None, ci_high=s.ci_high if s else None,
-        scored=s.scored if s else 0, first_below=below.length if below else None,
-        first_below_accuracy=below.stats.accuracy if below else None, tested=tested,
+        run=run,
+        task=task,
+        threshold=threshold,
+        length=best.length if best else None,
+        label=label,
+        accuracy=s.accuracy if s else None,
+        ci_low=s.ci_low if s else None,
+        ci_high=s.ci_high if s else None,
+        scored=s.scored if s else 0,
+        first_below=below.length if below else None,
+        first_below_accuracy=below.stats.accuracy if below else None,
+        tested=tested,
     )
 
 
@@ -406,25 +460,40 @@ def _mean(values: Sequence[float]) -> float | None:
 def cost_of(results: Sequence[Result], run: str, task: str, length: int | None) -> Cost:
     """:class:`Cost` of one group of results."""
     prompt = [r.prompt_tokens for r in results if r.prompt_tokens is not None]
-    both = [(r.prompt_tokens, r.cached_tokens) for r in results
-            if r.prompt_tokens is not None and r.cached_tokens is not None]
+    both = [
+        (r.prompt_tokens, r.cached_tokens)
+        for r in results
+        if r.prompt_tokens is not None and r.cached_tokens is not None
+    ]
     completion = [r.completion_tokens for r in results if r.completion_tokens is not None]
     latency = [r.latency_s for r in results]
-    rates = [(r.prompt_tokens - (r.cached_tokens or 0), r.completion_tokens, r.latency_s) for r in results
-             if r.prompt_tokens is not None and r.completion_tokens is not None and r.latency_s > 0]
-    gen = [(r.completion_tokens, r.latency_s) for r in results if r.completion_tokens is not None and r.latency_s > 0]
+    rates = [
+        (r.prompt_tokens - (r.cached_tokens or 0), r.completion_tokens, r.latency_s)
+        for r in results
+        if r.prompt_tokens is not None and r.completion_tokens is not None and r.latency_s > 0
+    ]
+    gen = [
+        (r.completion_tokens, r.latency_s)
+        for r in results
+        if r.completion_tokens is not None and r.latency_s > 0
+    ]
     state = [v for r in results if (v := _extra(r, "state_bytes")) is not None]
     usd = [v for r in results if (v := _extra(r, "rlm", "cost_usd")) is not None]
     prompt_sum = sum(p for p, _ in both)
     return Cost(
-        run=run, task=task, length=length, samples=len(results),
+        run=run,
+        task=task,
+        length=length,
+        samples=len(results),
         prompt_tokens=_mean(prompt),
         computed_tokens=_mean([p - c for p, c in both]),
         cached_share=sum(c for _, c in both) / prompt_sum if prompt_sum else None,
         completion_tokens=_mean(completion),
         root_calls=_mean([v for r in results if (v := _extra(r, "rlm", "root_calls")) is not None]),
         sub_calls=_mean([v for r in results if (v := _extra(r, "rlm", "sub_calls")) is not None]),
-        retrieved_tokens=_mean([v for r in results if (v := _extra(r, "rag", "retrieved_tokens")) is not None]),
+        retrieved_tokens=_mean(
+            [v for r in results if (v := _extra(r, "rag", "retrieved_tokens")) is not None]
+        ),
         latency_s=_mean(latency),
         tokens_per_s=sum(p + c for p, c, _ in rates) / sum(t for *_, t in rates) if rates else None,
         generated_per_s=sum(c for c, _ in gen) / sum(t for _, t in gen) if gen else None,
@@ -444,89 +513,6 @@ def costs(runs: Mapping[str, Sequence[Result]]) -> list[Cost]:
     return out
 
 
-# ---- retrieval (rag) ----------------------------------------------------------------------------
-class RetrievalSplit(msgspec.Struct, frozen=True):
-    """Recall of the retriever and why answers were wrong, for one cell of a ``rag`` run.
-
-    A wrong answer (score < 1) is a **retrieval miss** when a needle was not among the retrieved
-    chunks (recall < 1), else a **reading miss**: the evidence was in the prompt and the model
-    still answered wrongly.
-    """
-
-    run: str
-    """Run label."""
-    task: str
-    """Task name."""
-    length: int | None
-    """Context budget; None = all lengths."""
-    depth_bin: float | None
-    """Depth bin (see :class:`~longctx.reports.aggregate.DepthAxis`); None with ``pooled``."""
-    pooled: bool
-    """True when every depth of the length (or everything) is pooled."""
-    scored: int
-    """Scored samples."""
-    with_recall: int
-    """Scored samples whose record has a recall (``extra["rag"]["recall"]`` not None)."""
-    recall: float | None
-    """Mean needle recall over those."""
-    right: int
-    """Scored samples with full credit."""
-    retrieval_miss: int
-    """Wrong answers with recall < 1."""
-    reading_miss: int
-    """Wrong answers with recall = 1."""
-    unknown: int
-    """Wrong answers without a recall."""
-
-
-def is_rag(results: Iterable[Result]) -> bool:
-    """True when any result carries ``extra["rag"]`` (a retrieval run)."""
-    return any(isinstance(r.extra.get("rag"), dict) for r in results)
-
-
-def retrieval_split(results: Iterable[Result], run: str, task: str, length: int | None,
-                    depth_bin: float | None = None, pooled: bool = False) -> RetrievalSplit:
-    """:class:`RetrievalSplit` of one group (errors are not scored and not counted)."""
-    scored = right = miss = reading = unknown = 0
-    recalls: list[float] = []
-    for r in results:
-        if r.score is None:
-            continue
-        scored += 1
-        rag = r.extra.get("rag") if isinstance(r.extra.get("rag"), dict) else {}
-        recall = rag.get("recall")
-        if isinstance(recall, (int, float)):
-            recalls.append(float(recall))
-        if r.score >= 1.0:
-            right += 1
-        elif not isinstance(recall, (int, float)):
-            unknown += 1
-        elif recall < 1.0:
-            miss += 1
-        else:
-            reading += 1
-    return RetrievalSplit(run, task, length, depth_bin, pooled, scored, len(recalls), _mean(recalls), right,
-                          miss, reading, unknown)
-
-
-def retrieval_splits(runs: Mapping[str, Sequence[Result]], axes: Mapping[str, DepthAxis]) -> list[RetrievalSplit]:
-    """For every ``rag`` run and task: per (length, depth bin), per length, and overall."""
-    out: list[RetrievalSplit] = []
-    for run, results in runs.items():
-        if not is_rag(results):
-            continue
-        for task, task_results in group(results, lambda r: r.task).items():
-            axis = axes[task]
-            by_cell = group(task_results, lambda r, a=axis: (r.length, a.bin(r)))
-            for length in sorted({k[0] for k in by_cell}):
-                for depth in sort_bins(k[1] for k in by_cell if k[0] == length):
-                    out.append(retrieval_split(by_cell[(length, depth)], run, task, length, depth))
-                out.append(retrieval_split([r for r in task_results if r.length == length], run, task, length,
-                                           pooled=True))
-            out.append(retrieval_split(task_results, run, task, None, pooled=True))
-    return out
-
-
 # ---- side-by-side samples -----------------------------------------------------------------------
 class SideBySide(msgspec.Struct, frozen=True):
     """One sample that fails in at least one run, with every run's result for it."""
@@ -539,8 +525,9 @@ class SideBySide(msgspec.Struct, frozen=True):
     """Run label -> its result for this sample (None = the run has no such sample)."""
 
 
-def side_by_side(runs: Mapping[str, Sequence[Result]], task: str, axis: DepthAxis
-                 ) -> dict[tuple[int, float | None], list[SideBySide]]:
+def side_by_side(
+    runs: Mapping[str, Sequence[Result]], task: str, axis: DepthAxis
+) -> dict[tuple[int, float | None], list[SideBySide]]:
     """Per (length, depth bin) of ``task``: the samples failing (error or score < 1) in any run, in
     order of first appearance, each with every run's result."""
     keyed = {label: {r.sample_id: r for r in results if r.task == task} for label, results in runs.items()}
@@ -611,16 +598,33 @@ def compare_runs(
     by_run = results_by_run(runs)
     axes = depth_axes(by_run)
     margins = by_length(by_run) + by_task(by_run)
-    effective = [effective_length(margins, run, task, threshold)
-                 for run, results in by_run.items() for task in tasks_of({run: results})]
+    effective = [
+        effective_length(margins, run, task, threshold)
+        for run, results in by_run.items()
+        for task in tasks_of({run: results})
+    ]
     summaries = []
     for run in runs:
         info = run.info()
-        summaries.append(RunSummary(run.label, run.path, info.get("model", ""), info.get("runner", ""),
-                                    len(run.results), sum(r.error is not None for r in run.results)))
+        summaries.append(
+            RunSummary(
+                run.label,
+                run.path,
+                info.get("model", ""),
+                info.get("runner", ""),
+                len(run.results),
+                sum(r.error is not None for r in run.results),
+            )
+        )
     return Comparison(
-        runs=summaries, pairs=pairs, threshold=threshold, lengths=margins, cells=cells(by_run, axes),
+        runs=summaries,
+        pairs=pairs,
+        threshold=threshold,
+        lengths=margins,
+        cells=cells(by_run, axes),
         depth_axes={task: axis.kind for task, axis in axes.items()},
-        tests=paired_tests(by_run, resamples, seed), effective=effective, costs=costs(by_run),
+        tests=paired_tests(by_run, resamples, seed),
+        effective=effective,
+        costs=costs(by_run),
         retrieval=retrieval_splits(by_run, axes),
     )

@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from longctx._records import Result
-from longctx._versions import dist_version
 from longctx.reports import figures
 from longctx.reports.aggregate import DepthAxis, length_label, sort_bins
 from longctx.reports.compare import (
@@ -35,6 +33,9 @@ from longctx.reports.compare import (
 )
 from longctx.reports.html import CSS, PLOTLY_CONFIG
 from longctx.reports.runs import RunData, results_by_run
+
+from longctx._records import Result
+from longctx._versions import dist_version
 
 #: characters of a prediction / reference shown inline; the full text is one click away
 INLINE_CHARS = 200
@@ -97,7 +98,8 @@ left out of accuracy, its interval and every paired test, and counted in their o
 the two-sided binomial test on the discordant pairs (<i>only A</i> vs <i>only B</i>); for graded scores
 (F1) a paired bootstrap (Efron &amp; Tibshirani 1993) of the mean difference, 10,000 seeded resamples of the
 samples, p-value from the resampled differences shifted to mean 0. The interval of the difference is the
-95% paired-bootstrap percentile interval in both cases. <b>Holm</b>: every p-value on this page is
+95% paired-bootstrap percentile interval in both cases (unadjusted; for 0/1 scores significance is
+McNemar's, which can disagree with the interval on few discordant pairs). <b>Holm</b>: every p-value on this page is
 adjusted together with Holm's step-down procedure (Holm 1979), controlling the family-wise error rate;
 highlighted rows have Holm-adjusted p &lt; 0.05. <i>Right</i> in the counts means full credit (score 1).</p>
 <p><b>Effective length</b> follows RULER (Hsieh et al. 2024): the longest tested length up to which the
@@ -107,7 +109,8 @@ that length; <i>&ge;L</i> means every tested length passed, <i>&lt;L</i> that th
 wrong answer with recall &lt; 1 is a <i>retrieval miss</i>, with recall 1 a <i>reading miss</i>.
 <b>Cost</b> is per sample, errors included: prompt tokens sent (all LM calls for <code>rlm</code>),
 computed (not served from the prefix cache), generated, LM calls, retrieved tokens, wall time, and
-tokens/s = (computed + generated) / wall time; memory state is the largest recurrent state (HOPE).</p>
+tokens/s = (computed + generated) / wall time; memory state is the largest recurrent state (HOPE).
+Columns no run reports are left out.</p>
 """
 
 
@@ -143,13 +146,19 @@ def _bytes(n: int | None) -> str:
 def _clip(text: str, what: str) -> str:
     if len(text) <= INLINE_CHARS:
         return f"<pre>{_e(text)}</pre>"
-    return (f"<pre>{_e(text[:INLINE_CHARS])}&hellip;</pre><details><summary class='muted'>full {what} "
-            f"({len(text):,} chars)</summary><pre>{_e(text)}</pre></details>")
+    return (
+        f"<pre>{_e(text[:INLINE_CHARS])}&hellip;</pre><details><summary class='muted'>full {what} "
+        f"({len(text):,} chars)</summary><pre>{_e(text)}</pre></details>"
+    )
 
 
 def _json_for_script(value: Any) -> str:
-    return (json.dumps(value, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("&", "\\u0026"))
+    return (
+        json.dumps(value, separators=(",", ":"))
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+    )
 
 
 def _table(head: Sequence[str], rows: Sequence[str], left: int = 1) -> str:
@@ -164,18 +173,44 @@ def _row(cols: Sequence[str], left: int = 1, cls: str = "") -> str:
 
 # ---- sections -----------------------------------------------------------------------------------
 def _runs_section(comp: Comparison) -> str:
-    rows = [_row([f"<b>{_e(r.label)}</b><br><span class='muted'>{_e(r.path)}</span>", _e(r.model), _e(r.runner),
-                  f"{r.samples:,}", f"<span class='{'bad' if r.errors else ''}'>{r.errors:,}</span>"], left=3)
-            for r in comp.runs]
-    pairs = [_row([_e(p.run_a), _e(p.run_b), f"<span class='kind-{p.kind}'>{p.kind}</span>", _e(p.note),
-                   f"{p.shared:,}", f"{p.same_hash:,}", f"{p.only_a:,}", f"{p.only_b:,}"], left=4)
-             for p in comp.pairs]
+    rows = [
+        _row(
+            [
+                f"<b>{_e(r.label)}</b><br><span class='muted'>{_e(r.path)}</span>",
+                _e(r.model),
+                _e(r.runner),
+                f"{r.samples:,}",
+                f"<span class='{'bad' if r.errors else ''}'>{r.errors:,}</span>",
+            ],
+            left=3,
+        )
+        for r in comp.runs
+    ]
+    pairs = [
+        _row(
+            [
+                _e(p.run_a),
+                _e(p.run_b),
+                f"<span class='kind-{p.kind}'>{p.kind}</span>",
+                _e(p.note),
+                f"{p.shared:,}",
+                f"{p.same_hash:,}",
+                f"{p.only_a:,}",
+                f"{p.only_b:,}",
+            ],
+            left=4,
+        )
+        for p in comp.pairs
+    ]
     return (
         "<h2 id='runs'>Runs and samples</h2>"
         + _table(["run", "model", "runner", "results", "errors"], rows, left=3)
         + "<h3>Sample identity per pair of runs</h3>"
-        + _table(["run A", "run B", "samples are", "why", "shared", "same content hash", "only in A",
-                  "only in B"], pairs, left=4)
+        + _table(
+            ["run A", "run B", "samples are", "why", "shared", "same content hash", "only in A", "only in B"],
+            pairs,
+            left=4,
+        )
     )
 
 
@@ -183,12 +218,30 @@ def _effective_table(rows: Sequence[EffectiveLength]) -> str:
     body = []
     for e in rows:
         ci = "&ndash;" if e.ci_low is None else f"{_pct(e.ci_low)} &ndash; {_pct(e.ci_high)}"
-        below = ("&ndash;" if e.first_below is None else
-                 f"{length_label(e.first_below)} ({_pct(e.first_below_accuracy)})")
-        body.append(_row([_e(e.run), f"<b>{_e(e.label)}</b>", _pct(e.accuracy), ci, f"{e.scored:,}", below,
-                          ", ".join(length_label(n) for n in e.tested)], left=2))
-    return _table(["run", "effective length", "accuracy there", "95% CI (Wilson)", "scored", "first below",
-                   "tested"], body, left=2)
+        below = (
+            "&ndash;"
+            if e.first_below is None
+            else f"{length_label(e.first_below)} ({_pct(e.first_below_accuracy)})"
+        )
+        body.append(
+            _row(
+                [
+                    _e(e.run),
+                    f"<b>{_e(e.label)}</b>",
+                    _pct(e.accuracy),
+                    ci,
+                    f"{e.scored:,}",
+                    below,
+                    ", ".join(length_label(n) for n in e.tested),
+                ],
+                left=2,
+            )
+        )
+    return _table(
+        ["run", "effective length", "accuracy there", "95% CI (Wilson)", "scored", "first below", "tested"],
+        body,
+        left=2,
+    )
 
 
 def _tests_table(tests: Sequence[PairedTest]) -> str:
@@ -197,42 +250,117 @@ def _tests_table(tests: Sequence[PairedTest]) -> str:
         ci = "&ndash;" if t.ci_low is None else f"{100 * t.ci_low:+.1f} &ndash; {100 * t.ci_high:+.1f}"
         sig = t.p_holm is not None and t.p_holm < ALPHA
         errs = f"{t.errors_a:,} / {t.errors_b:,}"
-        body.append(_row([
-            _e(t.run_a), _e(t.run_b), "all" if t.length is None else length_label(t.length),
-            f"{t.pairs:,}", f"{t.both_right:,}", f"{t.only_a:,}", f"{t.only_b:,}", f"{t.both_wrong:,}",
-            f"<span class='{'bad' if t.errors_a or t.errors_b else ''}'>{errs}</span>", _pct(t.mean_a), _pct(t.mean_b),
-            "&ndash;" if t.diff is None else f"<b>{100 * t.diff:+.1f}</b>", ci, t.test, _p(t.p_value),
-            f"<b>{_p(t.p_holm)}</b>" if sig else _p(t.p_holm),
-        ], left=3, cls="sig" if sig else ("total" if t.length is None else "")))
-    return _table(["run A", "run B", "length", "pairs", "both right", "only A", "only B", "both wrong",
-                   "errors A / B (excluded)", "acc. A", "acc. B", "A &minus; B (points)", "95% CI",
-                   "test", "p", "p (Holm)"], body, left=3)
+        body.append(
+            _row(
+                [
+                    _e(t.run_a),
+                    _e(t.run_b),
+                    "all" if t.length is None else length_label(t.length),
+                    f"{t.pairs:,}",
+                    f"{t.both_right:,}",
+                    f"{t.only_a:,}",
+                    f"{t.only_b:,}",
+                    f"{t.both_wrong:,}",
+                    f"<span class='{'bad' if t.errors_a or t.errors_b else ''}'>{errs}</span>",
+                    _pct(t.mean_a),
+                    _pct(t.mean_b),
+                    "&ndash;" if t.diff is None else f"<b>{100 * t.diff:+.1f}</b>",
+                    ci,
+                    t.test,
+                    _p(t.p_value),
+                    f"<b>{_p(t.p_holm)}</b>" if sig else _p(t.p_holm),
+                ],
+                left=3,
+                cls="sig" if sig else ("total" if t.length is None else ""),
+            )
+        )
+    return _table(
+        [
+            "run A",
+            "run B",
+            "length",
+            "pairs",
+            "both right",
+            "only A",
+            "only B",
+            "both wrong",
+            "errors A / B (excluded)",
+            "acc. A",
+            "acc. B",
+            "A &minus; B (points)",
+            "95% CI",
+            "test",
+            "p",
+            "p (Holm)",
+        ],
+        body,
+        left=3,
+    )
 
 
 def _cost_table(rows: Sequence[Cost]) -> str:
-    body = []
-    for c in rows:
-        body.append(_row([
-            _e(c.run), "all" if c.length is None else length_label(c.length), f"{c.samples:,}",
-            _num(c.prompt_tokens), _num(c.computed_tokens), _pct(c.cached_share, 0), _num(c.completion_tokens, 1),
-            _num(c.root_calls, 1), _num(c.sub_calls, 1), _num(c.retrieved_tokens), _num(c.latency_s, 2),
-            _num(c.tokens_per_s), _num(c.generated_per_s, 1), _bytes(c.state_bytes),
-            "&ndash;" if c.cost_usd is None else f"${c.cost_usd:,.4f}",
-        ], left=2, cls="total" if c.length is None else ""))
-    return _table(["run", "length", "samples", "prompt tok. sent", "computed", "cached", "generated tok.",
-                   "root calls", "sub-LM calls", "retrieved tok.", "wall s / sample", "tok/s", "gen. tok/s",
-                   "memory state", "cost (total)"], body, left=2)
+    """Cost rows; columns no run reports (e.g. sub-LM calls without an ``rlm`` run) are left out."""
+    columns = [
+        ("run", lambda c: _e(c.run)),
+        ("length", lambda c: "all" if c.length is None else length_label(c.length)),
+        ("samples", lambda c: f"{c.samples:,}"),
+        ("prompt tok. sent", lambda c: _num(c.prompt_tokens)),
+        ("computed", lambda c: _num(c.computed_tokens)),
+        ("cached", lambda c: _pct(c.cached_share, 0)),
+        ("generated tok.", lambda c: _num(c.completion_tokens, 1)),
+        ("root calls", lambda c: _num(c.root_calls, 1)),
+        ("sub-LM calls", lambda c: _num(c.sub_calls, 1)),
+        ("retrieved tok.", lambda c: _num(c.retrieved_tokens)),
+        ("wall s / sample", lambda c: _num(c.latency_s, 2)),
+        ("tok/s", lambda c: _num(c.tokens_per_s)),
+        ("gen. tok/s", lambda c: _num(c.generated_per_s, 1)),
+        ("memory state", lambda c: _bytes(c.state_bytes)),
+        ("cost (total)", lambda c: "&ndash;" if c.cost_usd is None else f"${c.cost_usd:,.4f}"),
+    ]
+    table = [[fmt(c) for _, fmt in columns] for c in rows]
+    keep = [i for i in range(len(columns)) if i < 3 or any(row[i] != "&ndash;" for row in table)]
+    body = [
+        _row([row[i] for i in keep], left=2, cls="total" if c.length is None else "")
+        for c, row in zip(rows, table)
+    ]
+    return _table([columns[i][0] for i in keep], body, left=2)
 
 
 def _retrieval_table(rows: Sequence[RetrievalSplit]) -> str:
     body = [
-        _row([_e(s.run), "all" if s.length is None else length_label(s.length), f"{s.scored:,}", _pct(s.recall),
-              f"{s.right:,}", f"{s.scored - s.right:,}", f"{s.retrieval_miss:,}", f"{s.reading_miss:,}",
-              f"{s.unknown:,}"], left=2, cls="total" if s.length is None else "")
-        for s in rows if s.pooled
+        _row(
+            [
+                _e(s.run),
+                "all" if s.length is None else length_label(s.length),
+                f"{s.scored:,}",
+                _pct(s.recall),
+                f"{s.right:,}",
+                f"{s.scored - s.right:,}",
+                f"{s.retrieval_miss:,}",
+                f"{s.reading_miss:,}",
+                f"{s.unknown:,}",
+            ],
+            left=2,
+            cls="total" if s.length is None else "",
+        )
+        for s in rows
+        if s.pooled
     ]
-    return _table(["run", "length", "scored", "needle recall", "right", "wrong", "retrieval miss (recall &lt; 1)",
-                   "reading miss (recall = 1)", "recall unknown"], body, left=2)
+    return _table(
+        [
+            "run",
+            "length",
+            "scored",
+            "needle recall",
+            "right",
+            "wrong",
+            "retrieval miss (recall &lt; 1)",
+            "reading miss (recall = 1)",
+            "recall unknown",
+        ],
+        body,
+        left=2,
+    )
 
 
 def _cell_order(key: tuple[int, float | None]) -> tuple:
@@ -253,7 +381,9 @@ def _result_cell(r: Result | None) -> str:
     return f"<td class='{cls}'><b>{score}</b><span class='muted'>{recall}</span>{_clip(r.prediction or '', 'prediction')}</td>"
 
 
-def _side_by_side_section(groups: dict, runs: Sequence[str], axis: DepthAxis, anchors: dict, limit: int) -> str:
+def _side_by_side_section(
+    groups: dict, runs: Sequence[str], axis: DepthAxis, anchors: dict, limit: int
+) -> str:
     parts = []
     width = max(10, 70 // max(1, len(runs)))
     cols = "<col style='width:14%'><col style='width:16%'>" + f"<col style='width:{width}%'>" * len(runs)
@@ -266,11 +396,21 @@ def _side_by_side_section(groups: dict, runs: Sequence[str], axis: DepthAxis, an
             f"</td>{''.join(_result_cell(s.results.get(run)) for run in runs)}</tr>"
             for s in shown
         )
-        fails = {run: sum(1 for s in rows if s.results.get(run) is not None and (
-            s.results[run].score is None or s.results[run].score < 1)) for run in runs}
+        fails = {
+            run: sum(
+                1
+                for s in rows
+                if s.results.get(run) is not None
+                and (s.results[run].score is None or s.results[run].score < 1)
+            )
+            for run in runs
+        }
         counts = ", ".join(f"{_e(run)} {n}" for run, n in fails.items())
-        more = (f"<p class='muted'>{len(rows) - limit:,} more samples not shown (raise --max-failures)</p>"
-                if len(rows) > limit else "")
+        more = (
+            f"<p class='muted'>{len(rows) - limit:,} more samples not shown (raise --max-failures)</p>"
+            if len(rows) > limit
+            else ""
+        )
         length, depth = key
         where = {"requested": "depth ", "evidence": "evidence at "}.get(axis.kind, "") + axis.label(depth)
         parts.append(
@@ -318,43 +458,73 @@ def render_compare(
         nav.append(f"<a href='#task-{ti}'>{_e(task)}</a>")
         sec = [f"<h2 id='task-{ti}'>{_e(task)}</h2><p class='muted'>Depth axis: {_e(axis.title)}.</p>"]
         margins = [m for m in comp.lengths if m.task == task and m.length is not None]
-        sec.append(add_figure(f"curve-{ti}", "curve",
-                              figures.length_curves(margins, task_runs, f"{_e(task)}: accuracy vs context length")))
+        sec.append(
+            add_figure(
+                f"curve-{ti}",
+                "curve",
+                figures.length_curves(margins, task_runs, f"{_e(task)}: accuracy vs context length"),
+            )
+        )
         sec.append(f"<h3>Effective length <span class='muted'>(threshold {comp.threshold:g}%)</span></h3>")
         sec.append(_effective_table([e for e in comp.effective if e.task == task]))
 
-        sec.append("<h3>Accuracy by depth and length <span class='muted'>(one colour scale; click a cell for "
-                   "its failing samples side by side)</span></h3>")
+        sec.append(
+            "<h3>Accuracy by depth and length <span class='muted'>(one colour scale; click a cell for "
+            "its failing samples side by side)</span></h3>"
+        )
         heat = []
         for ri, run in enumerate(labels):
             run_cells = [c for c in task_cells if c.run == run]
             if not run_cells:
                 continue
-            fig = figures.heatmap(run_cells, lengths, depths, axis, f"<b>{_e(run)}</b> accuracy",
-                                  lambda c: anchors.get((c.length, c.depth_bin), ""))
+            fig = figures.heatmap(
+                run_cells,
+                lengths,
+                depths,
+                axis,
+                f"<b>{_e(run)}</b> accuracy",
+                lambda c: anchors.get((c.length, c.depth_bin), ""),
+            )
             heat.append(add_figure(f"heat-{ti}-{ri}", "heatmap", fig))
             splits = [s for s in comp.retrieval if s.run == run and s.task == task]
             if splits:
-                rfig = figures.recall_heatmap(splits, lengths, depths, axis, f"<b>{_e(run)}</b> retrieval recall",
-                                              lambda n, d: anchors.get((n, d), ""))
+                rfig = figures.recall_heatmap(
+                    splits,
+                    lengths,
+                    depths,
+                    axis,
+                    f"<b>{_e(run)}</b> retrieval recall",
+                    lambda n, d: anchors.get((n, d), ""),
+                )
                 heat.append(add_figure(f"recall-{ti}-{ri}", "heatmap", rfig))
         sec.append(f"<div class='grid'>{''.join(heat)}</div>")
         splits = [s for s in comp.retrieval if s.task == task]
         if splits:
-            sec.append("<h3>Retrieval: why <code>rag</code> answers were wrong</h3>" + _retrieval_table(splits))
+            sec.append(
+                "<h3>Retrieval: why <code>rag</code> answers were wrong</h3>" + _retrieval_table(splits)
+            )
 
         tests = [t for t in comp.tests if t.task == task]
-        sec.append("<h3>Paired differences <span class='muted'>(shared scored samples; highlighted: Holm-adjusted "
-                   f"p &lt; {ALPHA:g})</span></h3>")
+        sec.append(
+            "<h3>Paired differences <span class='muted'>(shared scored samples; highlighted: Holm-adjusted "
+            f"p &lt; {ALPHA:g})</span></h3>"
+        )
         if tests:
-            sec.append(add_figure(f"diff-{ti}", "curve",
-                                  figures.difference_curves(tests, f"{_e(task)}: paired accuracy difference")))
+            sec.append(
+                add_figure(
+                    f"diff-{ti}",
+                    "curve",
+                    figures.difference_curves(tests, f"{_e(task)}: paired accuracy difference"),
+                )
+            )
             sec.append(_tests_table(tests))
         else:
             sec.append("<p class='muted'>No two runs share samples of this task.</p>")
         sec.append("<h3>Cost per sample</h3>" + _cost_table([c for c in comp.costs if c.task == task]))
-        sec.append("<h3>Failing samples</h3>" + _side_by_side_section(groups, task_runs, axis, anchors,
-                                                                       max_failures_per_cell))
+        sec.append(
+            "<h3>Failing samples</h3>"
+            + _side_by_side_section(groups, task_runs, axis, anchors, max_failures_per_cell)
+        )
         body.append(f"<section>{''.join(sec)}</section>")
     if not tasks:
         body.append("<p class='muted'>These runs have no results yet.</p>")

@@ -9,37 +9,72 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from longctx.reports.compare import Comparison
     from rich.console import Console
 
-    from longctx.reports.compare import Comparison
 
-
-@click.command(help="Compare runs on the same samples: one self-contained HTML page with paired tests, "
-                    "effective length and cost; --json writes the same numbers.")
+@click.command(
+    help="Compare runs on the same samples: one self-contained HTML page with paired tests, "
+    "effective length and cost; --json writes the same numbers."
+)
 @click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("compare.html"),
-              show_default=True, help="HTML file to write.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
-              help="Also write every number of the page as JSON here.")
-@click.option("--threshold", type=click.FloatRange(0, 100), default=85.6, show_default=True,
-              help="Effective-length threshold, percent (RULER: Llama-2-7B's 85.6 at 4K).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("compare.html"),
+    show_default=True,
+    help="HTML file to write.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write every number of the page as JSON here.",
+)
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 100),
+    default=85.6,
+    show_default=True,
+    help="Effective-length threshold, percent (RULER: Llama-2-7B's 85.6 at 4K).",
+)
 @click.option("--title", default="longctx comparison", show_default=True, help="Page title.")
-@click.option("--max-failures", type=click.IntRange(min=0), default=25, show_default=True,
-              help="Side-by-side failing samples shown per (length, depth) cell.")
-@click.option("--resamples", type=click.IntRange(min=100), default=10_000, show_default=True,
-              help="Paired-bootstrap resamples.")
+@click.option(
+    "--max-failures",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="Side-by-side failing samples shown per (length, depth) cell.",
+)
+@click.option(
+    "--resamples",
+    type=click.IntRange(min=100),
+    default=10_000,
+    show_default=True,
+    help="Paired-bootstrap resamples.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
-def compare(runs: tuple[Path, ...], output: Path, json_path: Path | None, threshold: float, title: str,
-            max_failures: int, resamples: int, seed: int) -> None:
+def compare(
+    runs: tuple[Path, ...],
+    output: Path,
+    json_path: Path | None,
+    threshold: float,
+    title: str,
+    max_failures: int,
+    resamples: int,
+    seed: int,
+) -> None:
     """Read RUNS (run folders of ``longctx sweep``), print a summary, write OUTPUT (and --json)."""
     import msgspec
+    from longctx.reports.compare import compare_runs
+    from longctx.reports.compare_html import write_compare
+    from longctx.reports.runs import load_runs
     from rich.console import Console
 
     from longctx._errors import LongctxError
     from longctx._records import encode
-    from longctx.reports.compare import compare_runs
-    from longctx.reports.compare_html import write_compare
-    from longctx.reports.runs import load_runs
 
     for path in (output, json_path):
         if path is not None and path.is_dir():
@@ -68,16 +103,21 @@ def _pct(x: float | None) -> str:
 def print_comparison(comp: Comparison, console: Console) -> None:
     """The terminal summary: sample identity, per task accuracy / effective length / cost per run,
     and the all-lengths paired test of every two runs."""
-    from rich.table import Table
-
     from longctx.reports.aggregate import length_label
+    from rich.table import Table
 
     for p in comp.pairs:
         style = "green" if p.kind == "identical" else "yellow"
-        console.print(f"{p.run_a} vs {p.run_b}: [{style}]{p.kind}[/{style}] samples ({p.note})", highlight=False)
+        console.print(
+            f"{p.run_a} vs {p.run_b}: [{style}]{p.kind}[/{style}] samples ({p.note})", highlight=False
+        )
     for task in comp.depth_axes:
-        table = Table(title=f"{task}  (all lengths)", title_justify="left", caption_justify="left",
-                      caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER); per sample")
+        table = Table(
+            title=f"{task}  (all lengths)",
+            title_justify="left",
+            caption_justify="left",
+            caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER); per sample",
+        )
         for name in ("run", "acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt tok"):
             table.add_column(name, justify="left" if name == "run" else "right")
         for m in comp.lengths:
@@ -87,27 +127,45 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             eff = next(e for e in comp.effective if e.run == m.run and e.task == task)
             cost = next(c for c in comp.costs if c.run == m.run and c.task == task and c.length is None)
             ci = "-" if s.ci_low is None else f"{100 * s.ci_low:.0f}-{100 * s.ci_high:.0f}"
-            table.add_row(m.run, _pct(s.accuracy), ci, str(s.scored), str(s.errors), eff.label,
-                          "-" if cost.latency_s is None else f"{cost.latency_s:.2f}",
-                          "-" if cost.prompt_tokens is None else f"{cost.prompt_tokens:,.0f}")
+            table.add_row(
+                m.run,
+                _pct(s.accuracy),
+                ci,
+                str(s.scored),
+                str(s.errors),
+                eff.label,
+                "-" if cost.latency_s is None else f"{cost.latency_s:.2f}",
+                "-" if cost.prompt_tokens is None else f"{cost.prompt_tokens:,.0f}",
+            )
         console.print(table)
         tests = [t for t in comp.tests if t.task == task and t.length is None]
         if not tests:
             continue
-        table = Table(title=f"{task}  paired, all lengths", title_justify="left", caption_justify="left",
-                      caption="A-B in points; p Holm-adjusted over all tests; errors left out")
+        table = Table(
+            title=f"{task}  paired, all lengths",
+            title_justify="left",
+            caption_justify="left",
+            caption="A-B in points; p Holm-adjusted over all tests; errors left out",
+        )
         for name in ("A", "B", "pairs", "only A", "only B", "A-B", "95% CI", "test", "p Holm"):
             table.add_column(name, justify="left" if name in ("A", "B") else "right")
         for t in tests:
             sig = t.p_holm is not None and t.p_holm < 0.05
             table.add_row(
-                t.run_a, t.run_b, str(t.pairs), str(t.only_a), str(t.only_b),
+                t.run_a,
+                t.run_b,
+                str(t.pairs),
+                str(t.only_a),
+                str(t.only_b),
                 "-" if t.diff is None else f"{100 * t.diff:+.1f}",
-                "-" if t.ci_low is None else f"{100 * t.ci_low:+.0f}..{100 * t.ci_high:+.0f}", t.test,
-                "-" if t.p_holm is None else f"{t.p_holm:.3g}", style="bold" if sig else None,
+                "-" if t.ci_low is None else f"{100 * t.ci_low:+.0f}..{100 * t.ci_high:+.0f}",
+                t.test,
+                "-" if t.p_holm is None else f"{t.p_holm:.3g}",
+                style="bold" if sig else None,
             )
         console.print(table)
     lengths = sorted({m.length for m in comp.lengths if m.length is not None})
     if lengths:
-        console.print(f"[dim]lengths {', '.join(length_label(n) for n in lengths)}; per-length tests on the page"
-                      "[/dim]")
+        console.print(
+            f"[dim]lengths {', '.join(length_label(n) for n in lengths)}; per-length tests on the page[/dim]"
+        )

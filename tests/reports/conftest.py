@@ -140,3 +140,44 @@ def two_runs(tmp_path: Path) -> list[Path]:
     a = write_run(tmp_path / "run-a", niah_results(1, model="model-a") + qa)
     b = write_run(tmp_path / "run-b", niah_results(2, model="model-b", trajectory=True, error_every=9))
     return [a, b]
+
+
+# ---- comparison tests (longctx compare) ---------------------------------------------------------
+def write_sweep_run(
+    root: Path, results: list[Result], *, seed: int = 0, task_options: dict[str, Any] | None = None
+) -> Path:
+    """A run folder whose manifest identity records the grid seed and task options as
+    ``longctx sweep`` writes them (what the comparison checks for equivalent samples)."""
+    first = results[0] if results else None
+    tasks = list(dict.fromkeys(r.task for r in results))
+    identity = {
+        "tasks": tasks,
+        "task_options": task_options if task_options is not None else {t: {} for t in tasks},
+        "runner": first.runner if first else "none",
+        "model": first.model if first else "none",
+        "grid": {"lengths": sorted({r.length for r in results}), "depths": [], "samples": 1, "seed": seed},
+        "name": root.name,
+    }
+    info = {"model": identity["model"], "runner": identity["runner"]}
+    with RunStore.open_for_write(root, identity, info) as store:
+        for r in results:
+            store.append(r)
+    return root
+
+
+def rag_extra(recall: float | None, retrieved_tokens: int = 512, needles: int = 1) -> dict[str, Any]:
+    """``extra`` of a ``rag`` record (the rag runner's schema), with ``recall`` of ``needles``."""
+    found = round((recall or 0.0) * needles)
+    return {
+        "rag": {
+            "retriever": "bm25",
+            "k": 4,
+            "chunk_tokens": 128,
+            "overlap": 16,
+            "n_chunks": 12,
+            "chunks": [{"start": 128 * i, "end": 128 * (i + 1), "rank": i, "score": 10.0 - i} for i in range(4)],
+            "needles_retrieved": [i < found for i in range(needles)],
+            "recall": recall,
+            "retrieved_tokens": retrieved_tokens,
+        }
+    }
