@@ -421,11 +421,11 @@ def score(
         )
         corpus.add_column("predictions", overflow="fold")
         corpus.add_column("n", justify="right")
-        for key in corpus_keys:
-            corpus.add_column(key, justify="right")
+        for key in corpus_keys:  # spaces let narrow terminals wrap the long names
+            corpus.add_column(key.replace("_", " "), justify="right", min_width=7)
         for r in results:
             values = [(r.corpus or {}).get(k) for k in corpus_keys]
-            corpus.add_row(r.path, str(r.n), *["-" if v is None else f"{100 * v:.2f}" for v in values])
+            corpus.add_row(Path(r.path).name, str(r.n), *["-" if v is None else f"{100 * v:.2f}" for v in values])
         console.print(corpus)
     for r in results:
         if r.missing and missing == "skip":

@@ -194,3 +194,152 @@ def test_errors_through_the_entry_point_are_one_line(tmp_path):
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+# ---- QASPER: the official predictions file, corpus metrics, unknown and repeated ids ---------------
+DATA = Path(__file__).resolve().parents[2] / "tasks" / "data"
+QASPER_GOLD = str(DATA / "qasper_corpus_small.json")
+OFFICIAL = DATA / "qasper_official_predictions.jsonl"
+QASPER = ("--task", "qasper", "-O", f"data_path={QASPER_GOLD}")
+
+
+def test_the_official_predictions_file_scores_as_the_official_evaluator(tmp_path):
+    """qasper_official_predictions.jsonl against qasper_corpus_small.json (5 questions), by hand:
+    q-extractive "seed lexicon method" vs "seed lexicon": P 2/3, R 1 -> 0.8, evidence [P0] = gold -> 1;
+    q-abstractive "convolutional network" vs "small convolutional network": 0.8, evidence [P1] of
+    [P1, P2]: P 1, R 1/2 -> 2/3; q-boolean-yes: lines "No" then "Yes", the last counts -> 1, evidence
+    [] vs [P2] -> 0; q-none "Unanswerable" -> 1, [] vs [] -> 1; q-unknown is not a question (ignored);
+    q-boolean-no has no line: 0 and 0 with --missing zero, in no type.
+    Answer F1 = 3.6 / 5 = 0.72; by type 0.8, 0.8, boolean 1 (q-boolean-no counts nowhere), none 1;
+    Evidence F1 = (1 + 2/3 + 0 + 1 + 0) / 5 = 8/15. (The official script prints these numbers for
+    these two files.)"""
+    result = run(*QASPER, "--missing", "zero", "--json", str(OFFICIAL))
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["corpus_metrics"] == [
+        "answer_f1",
+        "answer_f1_extractive",
+        "answer_f1_abstractive",
+        "answer_f1_boolean",
+        "answer_f1_none",
+        "evidence_f1",
+    ]
+    (r,) = out["results"]
+    assert (r["n"], r["missing"], r["ignored"], r["duplicates"]) == (5, 1, 1, 1)
+    assert r["corpus"] == {
+        "answer_f1": pytest.approx(0.72),
+        "answer_f1_extractive": pytest.approx(0.8),
+        "answer_f1_abstractive": pytest.approx(0.8),
+        "answer_f1_boolean": 1.0,
+        "answer_f1_none": 1.0,
+        "evidence_f1": pytest.approx(8 / 15),
+    }
+    assert r["scores"]["answer_f1"] == pytest.approx(0.72)
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and len(r["warnings"]) == 2
+    assert "'q-unknown' (line 5)" in warnings[0] and "ignored" in warnings[0]
+    assert "'q-boolean-yes' (lines 3, 6)" in warnings[1] and "last line" in warnings[1]
+
+
+def test_corpus_metrics_are_the_official_replica_and_not_means_of_per_sample_scores():
+    from longctx.tasks._qasper_metric import corpus_scores
+
+    task = get_task("qasper", {"data_path": QASPER_GOLD})
+    scored = rescore(task, OFFICIAL, "zero")
+    gold = {s.id: s.metadata["qasper_references"] for s in task.scoring_samples()}
+    predicted = {}
+    for line in OFFICIAL.read_text().splitlines():  # the official script's reading: last line wins
+        rec = json.loads(line)
+        predicted[rec["question_id"]] = json.dumps(
+            {"answer": rec["predicted_answer"], "evidence": rec["predicted_evidence"]}
+        )
+    official = corpus_scores(gold, predicted)
+    assert scored.corpus["answer_f1"] == pytest.approx(official["Answer F1"])
+    assert scored.corpus["evidence_f1"] == pytest.approx(official["Evidence F1"])
+    for kind, value in official["Answer F1 by type"].items():
+        assert scored.corpus[f"answer_f1_{kind}"] == pytest.approx(value)
+    assert official["Missing predictions"] == scored.missing == 1
+
+    # Means of the per-sample optional metrics are other numbers: the missing q-boolean-no scored
+    # as "" gets a boolean 0 (official: no type), and the mean of evidence_f1 skips it (official: 0).
+    per_sample = [task.scorer.score("", s) for s in task.scoring_samples() if s.id == "q-boolean-no"]
+    per_sample += [
+        task.scorer.score(predicted[s.id], s) for s in task.scoring_samples() if s.id in predicted
+    ]
+    boolean = [x["answer_f1_boolean"] for x in per_sample if "answer_f1_boolean" in x]
+    evidence = [x["evidence_f1"] for x in per_sample if "evidence_f1" in x]
+    assert sum(boolean) / len(boolean) == 0.5 != scored.corpus["answer_f1_boolean"]
+    assert sum(evidence) / len(evidence) == pytest.approx(2 / 3) != scored.corpus["evidence_f1"]
+
+
+def test_missing_skip_scores_the_predicted_questions_only():
+    r = json.loads(run(*QASPER, "--json", str(OFFICIAL)).stdout)["results"][0]
+    # the four predicted questions: answer 3.6 / 4, evidence (1 + 2/3 + 0 + 1) / 4
+    assert r["n"] == 4 and r["missing"] == 1
+    assert r["corpus"]["answer_f1"] == pytest.approx(0.9)
+    assert r["corpus"]["evidence_f1"] == pytest.approx(2 / 3)
+
+
+def test_plain_answers_have_no_evidence_f1_and_the_table_says_so(tmp_path):
+    path = tmp_path / "plain.jsonl"
+    path.write_text(
+        json.dumps({"question_id": "q-extractive", "prediction": "seed lexicon"})
+        + "\n"
+        + json.dumps({"question_id": "q-none", "prediction": "Unanswerable"})
+        + "\n"
+    )
+    r = json.loads(run(*QASPER, "--json", str(path)).stdout)["results"][0]
+    assert r["corpus"]["evidence_f1"] is None and r["corpus"]["answer_f1"] == 1.0
+    assert r["corpus"]["answer_f1_abstractive"] is None  # no question of that type was predicted
+    table = run(*QASPER, str(path))
+    assert table.exit_code == 0 and "corpus metrics" in table.stdout and " - " in table.stdout
+
+
+def test_a_repeated_id_keeps_its_last_line(tmp_path):
+    def score_of(*answers: str) -> float:
+        path = tmp_path / "p.jsonl"
+        path.write_text("".join(json.dumps({"question_id": "q-boolean-yes", "prediction": a}) + "\n" for a in answers))
+        return json.loads(run(*QASPER, "--json", str(path)).stdout)["results"][0]["scores"]["answer_f1"]
+
+    assert score_of("No", "Yes") == 1.0 and score_of("Yes", "No") == 0.0
+    # lines with inline references (no lookup) follow the same rule
+    path = tmp_path / "inline.jsonl"
+    path.write_text(
+        json.dumps({"sample_id": "a", "prediction": "garden", "references": ["kitchen"]})
+        + "\n"
+        + json.dumps({"sample_id": "a", "prediction": "kitchen", "references": ["kitchen"]})
+        + "\n"
+    )
+    out = run("--task", "babilong/qa1", "--json", str(path))
+    r = json.loads(out.stdout)["results"][0]
+    assert (r["n"], r["duplicates"], r["scores"]["accuracy"]) == (1, 1, 1.0)
+    assert "warning: " in out.stderr and "'a' (lines 1, 2)" in out.stderr
+
+
+def test_unknown_ids_are_ignored_with_a_warning_and_the_library_prints_nothing(tmp_path, capsys):
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        json.dumps({"question_id": "q-none", "prediction": "Unanswerable"})
+        + "\n"
+        + json.dumps({"question_id": "not-a-question", "prediction": "x"})
+        + "\n"
+    )
+    scored = rescore(get_task("qasper", {"data_path": QASPER_GOLD}), path)
+    assert (scored.n, scored.ignored) == (1, 1) and "'not-a-question' (line 2)" in scored.warnings[0]
+    assert capsys.readouterr() == ("", "")
+    result = run(*QASPER, str(path))
+    assert result.exit_code == 0 and "warning: " in result.stderr and "not-a-question" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        ({"question_id": "q-none", "predicted_answer": 3, "predicted_evidence": []}, "'predicted_answer' must"),
+        ({"question_id": "q-none", "predicted_answer": "x", "predicted_evidence": "p"}, "list of paragraph"),
+    ],
+)
+def test_bad_official_lines_are_user_errors(tmp_path, line, needle):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    result = run(*QASPER, str(path))
+    assert result.exit_code == 2 and needle in result.output, result.output
