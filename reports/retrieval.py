@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
+
 from longctx.reports.aggregate import DepthAxis, group, sort_bins
 
 from longctx._records import Result

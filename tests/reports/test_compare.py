@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
 from longctx.reports.aggregate import DepthAxis, by_length, wilson_interval
 from longctx.reports.compare import (
     classify_runs,
     compare_runs,
-    cost_of,
     effective_length,
     paired_tests,
     side_by_side,
 )
+from longctx.reports.cost import cost_of
 from longctx.reports.retrieval import retrieval_split
 from longctx.reports.runs import load_runs
 

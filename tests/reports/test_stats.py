@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from longctx.reports.stats import holm, mcnemar_exact, paired_bootstrap
 
 
