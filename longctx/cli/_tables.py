@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from longctx._records import Result
+from longctx._scoring import corpus_hook, corpus_rows
 from longctx.reports.aggregate import Stats, depth_axis, group, length_label, sort_bins, summarize
 
 
@@ -83,10 +84,37 @@ def _ci(stats: Stats) -> str:
 
 
 def print_accuracy_table(results: Iterable[Result], console: Console, title: str | None = None) -> None:
-    """Print :func:`accuracy_tables` for ``results`` (one run) to ``console``."""
+    """Print :func:`accuracy_tables` for ``results`` (one run) to ``console``, then
+    :func:`corpus_tables` (tasks with corpus metrics only)."""
     results = list(results)
     if not results:
         console.print(f"[dim]{title + ': ' if title else ''}no results[/dim]")
         return
     for table in accuracy_tables(results, title):
         console.print(table)
+    for table in corpus_tables(results, title):  # tasks whose scorer has corpus metrics (QASPER)
+        console.print(table)
+
+
+def corpus_tables(results: Iterable[Result], title: str | None = None) -> list[Table]:
+    """One table per task whose scorer has the optional ``corpus_scores`` hook: rows = lengths
+    (then all lengths pooled), columns = the corpus metrics in %, ``-`` where undefined."""
+    tables = []
+    for task, task_results in group(results, lambda r: r.task).items():
+        hook = corpus_hook(task)
+        rows = corpus_rows(task_results, hook) if hook is not None else []
+        if not rows:
+            continue
+        heading = f"{title}: {task}" if title else task
+        table = Table(title=f"{heading}  corpus metrics %", caption="computed over the scored samples "
+                      "as the benchmark's official evaluator does", title_justify="left", caption_justify="left")
+        table.add_column("length", justify="right", style="bold")
+        table.add_column("n", justify="right")
+        keys = list(rows[0].metrics)
+        for key in keys:
+            table.add_column(key.replace("_", " "), justify="right")
+        for row in rows:
+            values = ["-" if row.metrics.get(k) is None else f"{100 * row.metrics[k]:.1f}" for k in keys]
+            table.add_row("all" if row.length is None else length_label(row.length), str(row.n), *values)
+        tables.append(table)
+    return tables
