@@ -1,8 +1,11 @@
 """The HTML report: ONE self-contained file that opens offline.
 
 Layout, per task: accuracy-vs-length curves comparing runs, a table (counts, Wilson 95% interval,
-errors, latency, cached-token share), a depth x length heatmap per run, and the failing samples
-(prediction vs reference, RLM trajectories when present) in collapsible sections. Clicking a
+errors, latency, cached-token share), the corpus metrics of tasks whose scorer has the optional
+``corpus_scores`` hook (QASPER's official Answer F1 by type and Evidence F1; per run and length),
+a count of samples whose answer key is ambiguous (``metadata["ambiguous_answer"]``, LongHealth),
+a depth x length heatmap per run, and the failing samples (prediction vs reference, RLM
+trajectories when present, an ambiguous answer key flagged) in collapsible sections. Clicking a
 heatmap cell opens and scrolls to that cell's failing samples.
 
 plotly.js is inlined once; figures are plotly JSON drawn with ``Plotly.newPlot``. The page itself
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from longctx._records import Result
+from longctx._scoring import corpus_hook, corpus_rows
 from longctx._versions import dist_version
 from longctx.reports import figures
 from longctx.reports.aggregate import (
@@ -217,6 +221,57 @@ def _summary_table(task: str, run_labels: Sequence[str], margins, totals) -> str
     return f"<table class='data'>{head}{''.join(rows)}</table>"
 
 
+def _corpus_table(task: str, run_labels: Sequence[str], by_run: dict[str, list[Result]]) -> str:
+    """Corpus metrics per run and length (then all lengths), or "" when the task's scorer has none."""
+    hook = corpus_hook(task)
+    if hook is None:
+        return ""
+    per_run = [(run, corpus_rows([r for r in by_run[run] if r.task == task], hook)) for run in run_labels]
+    keys = list(dict.fromkeys(k for _, rows in per_run for row in rows for k in row.metrics))
+    if not keys:
+        return ""
+    head = "<tr><th class='l'>run</th><th class='l'>length</th><th>n</th>" + "".join(
+        f"<th>{_e(k)}</th>" for k in keys
+    ) + "</tr>"
+    body = []
+    for run, rows in per_run:
+        for row in rows:
+            values = "".join(f"<td>{_pct(row.metrics.get(k))}</td>" for k in keys)
+            length = "all" if row.length is None else length_label(row.length)
+            total = " class='total'" if row.length is None else ""
+            body.append(f"<tr{total}><td class='l'>{_e(run)}</td><td class='l'>{length}</td><td>{row.n:,}</td>{values}</tr>")
+    return (
+        "<h3>Corpus metrics</h3><p class='muted'>Computed over the scored samples the way the benchmark's "
+        "official evaluator computes them (not means of per-sample scores); &ndash; = undefined "
+        "(no sample of that kind, or no prediction carrying evidence).</p>"
+        f"<table class='data corpus'>{head}{''.join(body)}</table>"
+    )
+
+
+def _meta(r: Result) -> dict:
+    meta = r.extra.get("metadata") if isinstance(r.extra, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _ambiguous_note(task: str, run_labels: Sequence[str], by_run: dict[str, list[Result]]) -> str:
+    """How many samples of each run carry ``metadata["ambiguous_answer"]`` (nothing when none do)."""
+    counts = []
+    for run in run_labels:
+        results = [r for r in by_run[run] if r.task == task]
+        n = sum(_meta(r).get("ambiguous_answer") is True for r in results)
+        if n:
+            counts.append(f"<li><b>{_e(run)}</b>: <span class='warn'>{n:,} of {len(results):,}</span></li>")
+    if not counts:
+        return ""
+    return (
+        "<div class='ambiguous'><h3>Ambiguous answer keys</h3><p class='muted'>Samples whose right option is "
+        "not unique: the benchmark's answer text is contained in more than one option "
+        "(<code>metadata.answer_candidates</code>), so versions of the authors' evaluation disagree on "
+        "which is right; longctx scores them with the first candidate and flags them among the failing "
+        f"samples.</p><ul>{''.join(counts)}</ul></div>"
+    )
+
+
 def _trajectory(steps: list) -> str:
     """An RLM trajectory (list of iterations), rendered generically: each iteration's fields."""
     items = []
@@ -251,6 +306,9 @@ def _sample_row(r: Result) -> str:
     if r.evidence_depth is not None:
         meta.append(f"evidence at {r.evidence_depth:.1f}%")
     meta.append(f"{r.latency_s:.2f}s")
+    if _meta(r).get("ambiguous_answer") is True:
+        letters = ", ".join(map(str, _meta(r).get("answer_candidates") or []))
+        meta.append(f"<span class='warn ambiguous-answer'>ambiguous answer key: {_e(letters)}</span>")
     extras = ""
     trajectory = r.extra.get("trajectory") if isinstance(r.extra, dict) else None
     if isinstance(trajectory, list) and trajectory:
@@ -354,6 +412,8 @@ def render_report(
             )
         )
         section.append(_summary_table(task, task_runs, margins, totals))
+        section.append(_corpus_table(task, task_runs, by_run))
+        section.append(_ambiguous_note(task, task_runs, by_run))
         section.append("<h3>Accuracy by depth and length <span class='muted'>(click a cell for its failing samples)</span></h3>")
         heatmaps, failures = [], []
         for ri, run in enumerate(labels):

@@ -126,3 +126,85 @@ def test_empty_run_and_write(tmp_path):
     out = write_report(load_runs([root]), tmp_path / "sub" / "r.html", title="T <x>")
     text = out.read_text()
     assert out.is_absolute() and "no results yet" in text and "<title>T &lt;x&gt;</title>" in text
+
+
+# ---- corpus metrics (QASPER) and ambiguous answer keys (LongHealth) ---------------------------------
+def _qasper_run(tmp_path):
+    """A QASPER run on tests/tasks/data/qasper_corpus_small.json scored by the real scorer: at 1K the
+    oracle answers all five questions; at 2K the answers of qasper_official_predictions.jsonl (the
+    last line per id) and a runner error for q-boolean-no."""
+    from pathlib import Path
+
+    import msgspec
+
+    from longctx._records import Generation
+    from longctx._registry import get_task
+    from longctx._sweep import to_result
+
+    data = Path(__file__).resolve().parents[1] / "tasks" / "data"
+    task = get_task("qasper", {"data_path": str(data / "qasper_corpus_small.json")})
+    official = {}
+    for line in (data / "qasper_official_predictions.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        official[rec["question_id"]] = json.dumps(
+            {"answer": rec["predicted_answer"], "evidence": rec["predicted_evidence"]}
+        )
+    results = []
+    for s in task.scoring_samples():
+        for length in (1024, 2048):
+            sample = msgspec.structs.replace(s, id=f"qasper|{length}|{s.id}", length=length)
+            if length == 1024:
+                gen = Generation(sample.id, s.metadata["oracle_prediction"])
+            elif s.id in official:
+                gen = Generation(sample.id, official[s.id])
+            else:
+                gen = Generation(sample.id, None, error="timeout")
+            results.append(to_result(sample, gen, task, "vllm", "m"))
+    return write_run(tmp_path / "qasper-run", results)
+
+
+def _corpus_rows(page_html: str) -> list[list[str]]:
+    table = re.search(r"<table class='data corpus'>(.*?)</table>", page_html, re.S).group(1)
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)
+    return [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S) for row in rows]
+
+
+def test_corpus_metrics_table_per_run_and_length(tmp_path):
+    page_html = render_report(load_runs([_qasper_run(tmp_path)]))
+    assert page_html.count("<h3>Corpus metrics</h3>") == 1
+    head, *rows = _corpus_rows(page_html)
+    assert head == ["run", "length", "n", "answer_f1", "answer_f1_extractive", "answer_f1_abstractive",
+                    "answer_f1_boolean", "answer_f1_none", "evidence_f1"]
+    # 1K: the oracle scores 1 everywhere. 2K (4 scored, the error left out): answers 0.8, 0.8, 1, 1
+    # -> 3.6 / 4 = 90%; evidence 1, 2/3, 0, 1 -> 66.7%; boolean: q-boolean-yes only -> 100%.
+    # All lengths (9 items): answers (5 + 3.6) / 9 = 95.6%; extractive (1 + 0.8) / 2 = 90%;
+    # evidence (5 + 8/3) / 9 = 85.2%.
+    assert rows == [
+        ["qasper-run", "1K", "5", "100.0%", "100.0%", "100.0%", "100.0%", "100.0%", "100.0%"],
+        ["qasper-run", "2K", "4", "90.0%", "80.0%", "80.0%", "100.0%", "100.0%", "66.7%"],
+        ["qasper-run", "all", "9", "95.6%", "90.0%", "90.0%", "100.0%", "100.0%", "85.2%"],
+    ]
+
+
+def test_no_corpus_table_for_tasks_without_the_hook(page):
+    page_html, _ = page
+    assert "Corpus metrics" not in page_html and "Ambiguous answer keys" not in page_html
+
+
+def test_ambiguous_answer_keys_are_counted_and_shown_on_the_failing_sample(tmp_path):
+    flagged = {"metadata": {"answer_letter": "A", "ambiguous_answer": True, "answer_candidates": ["A", "D"]}}
+    results = [
+        make_result("lh|1", task="longhealth/task1", depth=None, evidence_depth=40.0, score=0.0,
+                    prediction="The correct answer is D: x", references=("A: x",), extra=flagged),
+        make_result("lh|2", task="longhealth/task1", depth=None, evidence_depth=60.0, score=0.0,
+                    prediction="The correct answer is B: y", references=("C: y",)),
+        make_result("lh|3", task="longhealth/task1", depth=None, evidence_depth=60.0, score=1.0,
+                    prediction="The correct answer is C: y", references=("C: y",)),
+    ]
+    page_html = render_report(load_runs([write_run(tmp_path / "lh-run", results)]))
+    assert "<h3>Ambiguous answer keys</h3>" in page_html
+    assert "<li><b>lh-run</b>: <span class='warn'>1 of 3</span></li>" in page_html
+    assert page_html.count("ambiguous answer key: A, D") == 1
+    row = page_html[page_html.index("<code>lh|1</code>"):]
+    assert row.index("ambiguous answer key: A, D") < row.index("</tr>")
+    assert "Corpus metrics" not in page_html  # LongHealth's scorer has no corpus hook
