@@ -25,13 +25,19 @@ SELECTED") or that the budget cut off has no position (``evidence_in_context`` /
 Scoring: the official Answer F1 and Evidence F1 (:mod:`longctx.tasks._qasper_metric`, which cites
 allenai/qasper-led-baseline ``scripts/evaluator.py``). A prediction is the answer text, or a JSON
 object ``{"answer": str, "evidence": [paragraph, ...]}`` from runners that return the paragraphs
-they used. The scorer's ``metrics`` is ``("answer_f1",)``, present in every score; its
-``optional_metrics`` appear only where they apply: ``evidence_f1`` for predictions that carry
-evidence, ``answer_f1_<type>`` for the type of the best-matching reference only, so that a mean over
-the results holding a key is the official number (``Answer F1 by type`` averages over the questions
-of that type). Sample ids end in the benchmark's ``question_id``
-(a repeated id within the loaded data gets ``#2``, ``#3``...; the official evaluator would keep only
-the last question with that id).
+they used (``longctx score`` also takes the official predictions file, ``{"question_id",
+"predicted_answer", "predicted_evidence"}`` lines). Per question, the scorer's ``metrics`` is
+``("answer_f1",)``, in every score; its ``optional_metrics`` appear only where they apply
+(``evidence_f1`` for predictions that carry evidence, ``answer_f1_<type>`` for the type of the
+best-matching reference). The official corpus numbers are not means of those: the scorer's
+``corpus_scores`` hook (:class:`longctx._protocols.CorpusScorer`) computes Answer F1, Answer F1
+by type (extractive, abstractive, boolean, none) and Evidence F1 over a group of results as the
+official ``evaluate`` does (a missing prediction counts 0 and in no type; a prediction without
+evidence counts in Evidence F1 with an empty list; Evidence F1 is None when no prediction carries
+evidence, Answer F1 of a type None when no question has it), and ``longctx score``, the sweep
+summary and the HTML report show them. Sample ids end in the benchmark's ``question_id`` (a
+repeated id within the loaded data gets ``#2``, ``#3``...; the official evaluator keeps only the
+last question with that id, the real data has none).
 """
 
 from __future__ import annotations

@@ -176,3 +176,66 @@ def test_a_local_dataset_in_the_hub_layout_loads_through_datasets(tmp_path, monk
     qasper_module._load_hub.cache_clear()
     corpus = get_task("qasper", {"dataset": str(folder)}).corpus()
     assert corpus == parse_corpus(raw, "raw")
+
+
+# ---- corpus metrics through the sweep's records (the optional corpus_scores hook) ------------------
+CORPUS = Path(__file__).parent / "data" / "qasper_corpus_small.json"
+
+
+def _sweep_results():
+    """Results as the sweep writes them (to_result), two lengths: the oracle at 1K; at 2K plain
+    answers without evidence (2K: "seed lexicon" 1, "Yes" 1 for q-boolean-yes, "No" 1 for
+    q-boolean-no, "Unanswerable" 1, "network" vs "small convolutional network" 0.5) and one error."""
+    import msgspec
+
+    from longctx._records import Generation
+    from longctx._sweep import to_result
+
+    task = get_task("qasper", {"data_path": str(CORPUS)})
+    plain = {"q-extractive": "seed lexicon", "q-boolean-yes": "Yes", "q-boolean-no": "No",
+             "q-none": "Unanswerable", "q-abstractive": "network"}
+    results = []
+    for s in task.scoring_samples():
+        for length in (1024, 2048):
+            sample = msgspec.structs.replace(s, id=f"qasper|{length}|{s.id}", length=length)
+            prediction = s.metadata["oracle_prediction"] if length == 1024 else plain[s.id]
+            results.append(to_result(sample, Generation(sample.id, prediction), task, "x", "m"))
+    results.append(to_result(sample, Generation(sample.id, None, error="timeout"), task, "x", "m"))
+    return task, results
+
+
+def test_the_corpus_hook_over_sweep_results_per_length():
+    from longctx._scoring import corpus_hook, corpus_rows
+
+    task, results = _sweep_results()
+    hook = corpus_hook("qasper")
+    assert hook is not None and corpus_hook("ruler/niah_single_1") is None and corpus_hook("nope") is None
+    rows = corpus_rows(results, hook)
+    assert [(r.length, r.n) for r in rows] == [(1024, 5), (2048, 5), (None, 10)]  # the error left out
+    assert rows[0].metrics == dict.fromkeys(rows[0].metrics, 1.0)  # the oracle
+    # 2K: answers 1, 0.5, 1, 1, 1 -> 0.9; abstractive 0.5; no evidence given -> no Evidence F1
+    assert rows[1].metrics["answer_f1"] == pytest.approx(0.9)
+    assert rows[1].metrics["answer_f1_abstractive"] == 0.5 and rows[1].metrics["evidence_f1"] is None
+    # pooled: evidence given at 1K -> every item counts, 2K items with empty evidence: only q-none
+    # (no gold evidence) scores 1 -> (5 + 1) / 10
+    assert rows[2].metrics["evidence_f1"] == pytest.approx(0.6)
+    assert rows[2].metrics["answer_f1"] == pytest.approx((5 + 4.5) / 10)
+
+
+def test_the_sweep_summary_prints_corpus_metrics():
+    from rich.console import Console
+
+    from longctx.cli._tables import print_accuracy_table
+
+    _, results = _sweep_results()
+    console = Console(record=True, width=200)
+    print_accuracy_table(results, console)
+    text = console.export_text()
+    assert "qasper  corpus metrics %" in text and "answer f1 abstractive" in text
+    corpus = text[text.index("qasper  corpus metrics %"):]
+    rows = [line.replace("│", " ").split() for line in corpus.splitlines() if line.startswith("│")]
+    assert rows == [
+        ["1K", "5", *["100.0"] * 6],
+        ["2K", "5", "90.0", "100.0", "50.0", "100.0", "100.0", "-"],
+        ["all", "10", "95.0", "100.0", "75.0", "100.0", "100.0", "60.0"],
+    ]
