@@ -37,7 +37,7 @@ evidence counts in Evidence F1 with an empty list; Evidence F1 is None when no p
 evidence, Answer F1 of a type None when no question has it), and ``longctx score``, the sweep
 summary and the HTML report show them. Sample ids end in the benchmark's ``question_id`` (a
 repeated id within the loaded data gets ``#2``, ``#3``...; the official evaluator keeps only the
-last question with that id, the real data has none).
+last question with that id).
 """
 
 from __future__ import annotations
