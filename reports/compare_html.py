@@ -271,7 +271,7 @@ def _tests_table(tests: Sequence[PairedTest]) -> str:
                     f"<b>{_p(t.p_holm)}</b>" if sig else _p(t.p_holm),
                 ],
                 left=3,
-                cls="sig" if sig else ("total" if t.length is None else ""),
+                cls=" ".join(c for c, on in (("sig", sig), ("total", t.length is None)) if on),
             )
         )
     return _table(
