@@ -97,8 +97,8 @@ def print_accuracy_table(results: Iterable[Result], console: Console, title: str
 
 
 def corpus_tables(results: Iterable[Result], title: str | None = None) -> list[Table]:
-    """One table per task whose scorer has the optional ``corpus_scores`` hook: rows = lengths
-    (then all lengths pooled), columns = the corpus metrics in %, ``-`` where undefined."""
+    """One table per task whose scorer has the optional ``corpus_scores`` hook: rows = the corpus
+    metrics in % (``-`` where undefined), columns = lengths, then all lengths pooled."""
     tables = []
     for task, task_results in group(results, lambda r: r.task).items():
         hook = corpus_hook(task)
@@ -108,13 +108,12 @@ def corpus_tables(results: Iterable[Result], title: str | None = None) -> list[T
         heading = f"{title}: {task}" if title else task
         table = Table(title=f"{heading}  corpus metrics %", caption="computed over the scored samples "
                       "as the benchmark's official evaluator does", title_justify="left", caption_justify="left")
-        table.add_column("length", justify="right", style="bold")
-        table.add_column("n", justify="right")
-        keys = list(rows[0].metrics)
-        for key in keys:
-            table.add_column(key.replace("_", " "), justify="right")
+        table.add_column("metric", style="bold")
         for row in rows:
-            values = ["-" if row.metrics.get(k) is None else f"{100 * row.metrics[k]:.1f}" for k in keys]
-            table.add_row("all" if row.length is None else length_label(row.length), str(row.n), *values)
+            table.add_column("all" if row.length is None else length_label(row.length), justify="right")
+        for key in rows[0].metrics:
+            cells = ["-" if row.metrics.get(key) is None else f"{100 * row.metrics[key]:.1f}" for row in rows]
+            table.add_row(key, *cells)
+        table.add_row("scored", *[str(row.n) for row in rows], style="dim")
         tables.append(table)
     return tables
