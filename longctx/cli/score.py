@@ -419,13 +419,13 @@ def score(
             title=f"{task.name}: corpus metrics in % (computed as the official evaluator does; - = undefined)",
             title_justify="left",
         )
-        corpus.add_column("predictions", overflow="fold")
-        corpus.add_column("n", justify="right")
-        for key in corpus_keys:  # spaces let narrow terminals wrap the long names
-            corpus.add_column(key.replace("_", " "), justify="right", min_width=7)
+        corpus.add_column("metric", style="bold")
         for r in results:
-            values = [(r.corpus or {}).get(k) for k in corpus_keys]
-            corpus.add_row(Path(r.path).name, str(r.n), *["-" if v is None else f"{100 * v:.2f}" for v in values])
+            corpus.add_column(Path(r.path).name, justify="right", overflow="fold")
+        for key in corpus_keys:
+            values = [(r.corpus or {}).get(key) for r in results]
+            corpus.add_row(key, *["-" if v is None else f"{100 * v:.2f}" for v in values])
+        corpus.add_row("n", *[str(r.n) for r in results], style="dim")
         console.print(corpus)
     for r in results:
         if r.missing and missing == "skip":
