@@ -119,7 +119,8 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
     if differ:
         task, sid = differ[0]
         raise LongctxError(
-            f"runs {a.label} and {b.label} are not on the same samples: {len(differ)} of {len(shared)} shared "
+            f"runs {a.label} and {b.label} are not on the same samples: "
+            f"{len(differ)} of {len(shared)} shared "
             f"sample ids have other references (e.g. {sid}: {_clip(repr(ka[differ[0]].references))} vs "
             f"{_clip(repr(kb[differ[0]].references))}); were they built with another seed or task options?"
         )
@@ -162,8 +163,8 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
         )
     else:
         note = (
-            f"same ids and references; {same} of {len(shared)} shared samples have the same content "
-            "(the others were built with another tokenizer, e.g. another haystack cut)"
+            f"same ids and references; {len(shared) - same} of {len(shared)} shared samples have other "
+            "content (built with another tokenizer: the haystack is cut at other tokens)"
         )
     if unknown:
         note += f"; {', '.join(unknown)} not recorded in both manifests"

@@ -99,7 +99,8 @@ the two-sided binomial test on the discordant pairs (<i>only A</i> vs <i>only B<
 (F1) a paired bootstrap (Efron &amp; Tibshirani 1993) of the mean difference, 10,000 seeded resamples of the
 samples, p-value from the resampled differences shifted to mean 0. The interval of the difference is the
 95% paired-bootstrap percentile interval in both cases (unadjusted; for 0/1 scores significance is
-McNemar's, which can disagree with the interval on few discordant pairs). <b>Holm</b>: every p-value on this page is
+McNemar's, which can disagree with the interval on few discordant pairs). <b>Holm</b>: every p-value on this
+page is
 adjusted together with Holm's step-down procedure (Holm 1979), controlling the family-wise error rate;
 highlighted rows have Holm-adjusted p &lt; 0.05. <i>Right</i> in the counts means full credit (score 1).</p>
 <p><b>Effective length</b> follows RULER (Hsieh et al. 2024): the longest tested length up to which the
@@ -378,7 +379,8 @@ def _result_cell(r: Result | None) -> str:
     recall = ""
     if rag is not None and isinstance(rag.get("recall"), (int, float)):
         recall = f" &middot; recall {100 * rag['recall']:.0f}%"
-    return f"<td class='{cls}'><b>{score}</b><span class='muted'>{recall}</span>{_clip(r.prediction or '', 'prediction')}</td>"
+    pred = _clip(r.prediction or "", "prediction")
+    return f"<td class='{cls}'><b>{score}</b><span class='muted'>{recall}</span>{pred}</td>"
 
 
 def _side_by_side_section(
@@ -392,7 +394,8 @@ def _side_by_side_section(
         rows = groups[key]
         shown = rows[:limit]
         body = "".join(
-            f"<tr><td><code>{_e(s.sample_id)}</code></td><td>{''.join(_clip(x, 'reference') for x in s.references)}"
+            f"<tr><td><code>{_e(s.sample_id)}</code></td>"
+            f"<td>{''.join(_clip(x, 'reference') for x in s.references)}"
             f"</td>{''.join(_result_cell(s.results.get(run)) for run in runs)}</tr>"
             for s in shown
         )
@@ -414,13 +417,15 @@ def _side_by_side_section(
         length, depth = key
         where = {"requested": "depth ", "evidence": "evidence at "}.get(axis.kind, "") + axis.label(depth)
         parts.append(
-            f"<details class='cell' id='{anchors[key]}'><summary>{length_label(length)} &middot; {_e(where)}: "
+            f"<details class='cell' id='{anchors[key]}'><summary>"
+            f"{length_label(length)} &middot; {_e(where)}: "
             f"{len(rows)} sample{'s' * (len(rows) != 1)} failing in some run (failing: {counts})</summary>"
             f"<table class='sbs'><colgroup>{cols}</colgroup>{head}{body}</table>{more}</details>"
         )
     if not parts:
         return "<p class='muted'>No run fails any sample of this task.</p>"
-    return f"<details class='run-fails'><summary>failing samples, side by side</summary>{''.join(parts)}</details>"
+    summary = "<summary>failing samples, side by side</summary>"
+    return f"<details class='run-fails'>{summary}{''.join(parts)}</details>"
 
 
 # ---- the page -----------------------------------------------------------------------------------
@@ -529,13 +534,14 @@ def render_compare(
     if not tasks:
         body.append("<p class='muted'>These runs have no results yet.</p>")
     nav.append("<a href='#methods'>Methods</a>")
+    n_tests = sum(t.p_value is not None for t in comp.tests)
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{_e(title)}</title><style>{CSS}{EXTRA_CSS}</style></head><body>"
         f"<header><h1>{_e(title)}</h1><div class='muted'>{len(runs)} runs, {len(tasks)} "
-        f"task{'s' * (len(tasks) != 1)}, {sum(t.p_value is not None for t in comp.tests):,} paired tests &middot; "
+        f"task{'s' * (len(tasks) != 1)}, {n_tests:,} paired tests &middot; "
         f"generated {generated} by longctx {_e(dist_version('longctx') or 'dev')}</div></header>"
         f"<nav>{''.join(nav)}</nav><main>{''.join(body)}"
         f"<footer id='methods'><h2>Methods</h2>{METHODS}</footer></main>"

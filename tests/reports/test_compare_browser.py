@@ -28,8 +28,10 @@ def test_compare_page_in_headless_chromium(tmp_path: Path):
 
     a = write_sweep_run(tmp_path / "vllm", niah_results(1, model="model-a"))
     hope = [msgspec.structs.replace(r, runner="hope", extra={"state_bytes": 4096}) for r in niah_results(2)]
-    rag = [msgspec.structs.replace(r, runner="rag", extra=rag_extra(1.0 if r.score else 0.0))
-           for r in niah_results(3)]
+    rag = [
+        msgspec.structs.replace(r, runner="rag", extra=rag_extra(1.0 if r.score else 0.0))
+        for r in niah_results(3)
+    ]
     runs = [a, write_sweep_run(tmp_path / "hope", hope), write_sweep_run(tmp_path / "rag", rag)]
     page_path = write_compare(load_runs(runs), tmp_path / "compare.html")
     figures = json.loads(re.search(r"id='figure-data'>(.*?)</script>", page_path.read_text(), re.S).group(1))
@@ -57,11 +59,14 @@ def test_compare_page_in_headless_chromium(tmp_path: Path):
             page.route("**/*", offline)
             page.goto(page_path.as_uri())
             page.wait_for_function(
-                f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {len(figures)}", timeout=60_000
+                f"document.querySelectorAll('.js-plotly-plot .main-svg').length >= {len(figures)}",
+                timeout=60_000,
             )
             # every figure drew: three accuracy heatmaps, the rag run's recall, curves for 3 runs / 3 pairs
             for fig_id in ("heat-0-0", "heat-0-1", "heat-0-2", "recall-0-2"):
-                assert page.locator(f"#{fig_id} .hm image, #{fig_id} .heatmaplayer image").count() >= 1, fig_id
+                assert page.locator(f"#{fig_id} .hm image, #{fig_id} .heatmaplayer image").count() >= 1, (
+                    fig_id
+                )
             assert page.locator("#curve-0 .scatterlayer .trace").count() == 3
             assert page.locator("#diff-0 .scatterlayer .trace").count() == 3
             page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
@@ -73,7 +78,8 @@ def test_compare_page_in_headless_chromium(tmp_path: Path):
             box = page.locator("#heat-0-1 .nsewdrag").first.bounding_box()
             n_rows, n_cols = len(trace["y"]), len(trace["x"])
             page.mouse.click(
-                box["x"] + (col + 0.5) * box["width"] / n_cols, box["y"] + (row + 0.5) * box["height"] / n_rows
+                box["x"] + (col + 0.5) * box["width"] / n_cols,
+                box["y"] + (row + 0.5) * box["height"] / n_rows,
             )
             page.wait_for_function(f"document.getElementById('{anchor}').open", timeout=5_000)
             assert page.evaluate("location.hash") == f"#{anchor}"
