@@ -20,7 +20,9 @@ so a number printed here and one in a run folder mean the same thing. Accepted f
   ``{"answer": predicted_answer, "evidence": predicted_evidence}``.
 
 As in that evaluator, a line whose id is not a sample of the task is ignored (a warning, not an
-error) and, when an id appears on several lines, the last line is scored (a warning too). Warnings
+error) and, when an id appears on several lines, the last line is scored (a warning too). In a
+``results.jsonl`` the last line of a sample decides as in the report: an error followed by its
+retry is not an error (no warning), a result followed by an error line is not scored. Warnings
 are returned in :attr:`FileScore.warnings`; the CLI prints them on stderr.
 
 When the task's scorer has the optional ``corpus_scores`` hook (:class:`longctx._protocols.
@@ -218,7 +220,7 @@ def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[
     ``error`` leaves the line out, ``extra.metadata`` supplies the sample metadata. A line for an
     id the task does not know is ignored; of several lines for one sample the last one is kept.
     """
-    lines: list[tuple[int, str, str, dict[str, Any]]] = []
+    raw: list[tuple[int, str | None, dict[str, Any]]] = []
     for line_no, rec in _records(path):
         where = f"{path}:{line_no}"
         if not isinstance(rec, dict):
@@ -226,13 +228,28 @@ def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[
         if rec.get("task") not in (None, task.name):
             counts.other_tasks += 1
             continue
-        if rec.get("error"):
-            counts.errors += 1
-            continue
         ident = next((str(rec[k]) for k in _ID_KEYS if rec.get(k) is not None), None)
-        if ident is None:
+        if ident is None and not rec.get("error"):
             raise LongctxError(f"{where}: no sample_id or question_id (keys: {', '.join(rec) or 'none'})")
-        lines.append((line_no, ident, _prediction(rec, where), rec))
+        raw.append((line_no, ident, rec))
+    last = {ident: (line_no, bool(rec.get("error"))) for line_no, ident, rec in raw}
+    lines: list[tuple[int, str, str, dict[str, Any]]] = []
+    replaced_by_error: list[tuple[str, int]] = []
+    for line_no, ident, rec in raw:
+        if rec.get("error"):  # an error that a later line for the sample replaces was retried
+            counts.errors += ident is None or last[ident][0] == line_no
+            continue
+        assert ident is not None
+        if last[ident][1]:  # the last line for this sample is an error: that is what counts
+            replaced_by_error.append((ident, line_no))
+            counts.duplicates += 1
+            continue
+        lines.append((line_no, ident, _prediction(rec, f"{path}:{line_no}"), rec))
+    if replaced_by_error:
+        counts.warnings.append(
+            f"{path}: {len(replaced_by_error)} line(s) replaced by a later error line for the same id "
+            f"(not scored), e.g. {_examples(replaced_by_error)}"
+        )
 
     by_id: dict[str, Sample] = {}
     unique: dict[str, Sample] = {}

@@ -132,15 +132,23 @@ def test_a_run_folder_results_file_rescored_gives_the_sweep_scores(tmp_path):
     results = [
         to_result(s, Generation(s.id, a), task, "x", "m") for s, a in zip(samples, answers, strict=True)
     ]
-    results.append(to_result(samples[0], Generation(samples[0].id, None, error="timeout"), task, "x", "m"))
+    error = to_result(samples[0], Generation(samples[0].id, None, error="timeout"), task, "x", "m")
     o = next(iter(other.samples(Grid((5000,), (), 1), Chars())))
-    results.append(to_result(o, Generation(o.id, o.references[0]), other, "x", "m"))
+    other_line = to_result(o, Generation(o.id, o.references[0]), other, "x", "m")
     path = tmp_path / "results.jsonl"
-    path.write_bytes(b"\n".join(encode(r) for r in results) + b"\n")
-
+    # the error first, then its retry (how a resumed run writes it): the retry counts, the error not
+    path.write_bytes(b"\n".join(encode(r) for r in [error, *results, other_line]) + b"\n")
     scored = rescore(task, path)
-    assert (scored.n, scored.errors, scored.other_tasks) == (4, 1, 1)
-    assert scored.sums == {m: sum(r.scores[m] for r in results[:4]) for m in task.scorer.metrics}
+    assert (scored.n, scored.errors, scored.other_tasks, scored.duplicates) == (4, 0, 1, 0)
+    assert scored.sums == {m: sum(r.scores[m] for r in results) for m in task.scorer.metrics}
+    assert scored.warnings == []
+
+    # an error as the last line of a sample is what counts (as the report's latest result)
+    path.write_bytes(b"\n".join(encode(r) for r in [*results, error, other_line]) + b"\n")
+    scored = rescore(task, path)
+    assert (scored.n, scored.errors, scored.other_tasks, scored.duplicates) == (3, 1, 1, 1)
+    assert scored.sums == {m: sum(r.scores[m] for r in results[1:]) for m in task.scorer.metrics}
+    assert "replaced by a later error line" in scored.warnings[0]
 
 
 def test_several_files_one_row_each(tmp_path):
