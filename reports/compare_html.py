@@ -305,7 +305,7 @@ def _cost_table(rows: Sequence[Cost]) -> str:
         ("run", lambda c: _e(c.run)),
         ("length", lambda c: "all" if c.length is None else length_label(c.length)),
         ("samples", lambda c: f"{c.samples:,}"),
-        ("prompt tok. sent", lambda c: _num(c.prompt_tokens)),
+        ("prompt tok. sent", lambda c: _num(c.prompt_tokens) + ("*" if c.tokens_estimated else "")),
         ("computed", lambda c: _num(c.computed_tokens)),
         ("cached", lambda c: _pct(c.cached_share, 0)),
         ("generated tok.", lambda c: _num(c.completion_tokens, 1)),
@@ -324,7 +324,13 @@ def _cost_table(rows: Sequence[Cost]) -> str:
         _row([row[i] for i in keep], left=2, cls="total" if c.length is None else "")
         for c, row in zip(rows, table)
     ]
-    return _table([columns[i][0] for i in keep], body, left=2)
+    note = (
+        "<p class='muted'>* token counts of some samples estimated from characters (the engine reported no "
+        "usage)</p>"
+        if any(c.tokens_estimated for c in rows)
+        else ""
+    )
+    return _table([columns[i][0] for i in keep], body, left=2) + note
 
 
 def _retrieval_table(rows: Sequence[RetrievalSplit]) -> str:
@@ -364,6 +370,19 @@ def _retrieval_table(rows: Sequence[RetrievalSplit]) -> str:
     )
 
 
+def _fail_counts(results: Sequence[Result | None]) -> str:
+    """``3 wrong, 1 error`` (or ``all right``) for one run's results of a side-by-side group."""
+    wrong = sum(
+        1 for r in results if r is not None and r.error is None and r.score is not None and r.score < 1
+    )
+    errors = sum(1 for r in results if r is not None and (r.error is not None or r.score is None))
+    missing = sum(r is None for r in results)
+    parts = [f"{wrong} wrong"] if wrong else []
+    parts += [f"{errors} error{'s' * (errors != 1)}"] if errors else []
+    parts += [f"{missing} not run"] if missing else []
+    return ", ".join(parts) if parts else "all right"
+
+
 def _cell_order(key: tuple[int, float | None]) -> tuple:
     return key[0], key[1] is None, key[1] or 0.0
 
@@ -399,16 +418,7 @@ def _side_by_side_section(
             f"</td>{''.join(_result_cell(s.results.get(run)) for run in runs)}</tr>"
             for s in shown
         )
-        fails = {
-            run: sum(
-                1
-                for s in rows
-                if s.results.get(run) is not None
-                and (s.results[run].score is None or s.results[run].score < 1)
-            )
-            for run in runs
-        }
-        counts = ", ".join(f"{_e(run)} {n}" for run, n in fails.items())
+        counts = "; ".join(f"{_e(run)}: {_fail_counts([s.results.get(run) for s in rows])}" for run in runs)
         more = (
             f"<p class='muted'>{len(rows) - limit:,} more samples not shown (raise --max-failures)</p>"
             if len(rows) > limit
@@ -419,7 +429,7 @@ def _side_by_side_section(
         parts.append(
             f"<details class='cell' id='{anchors[key]}'><summary>"
             f"{length_label(length)} &middot; {_e(where)}: "
-            f"{len(rows)} sample{'s' * (len(rows) != 1)} failing in some run (failing: {counts})</summary>"
+            f"{len(rows)} sample{'s' * (len(rows) != 1)} failing in some run ({counts})</summary>"
             f"<table class='sbs'><colgroup>{cols}</colgroup>{head}{body}</table>{more}</details>"
         )
     if not parts:
@@ -478,6 +488,7 @@ def render_compare(
             "its failing samples side by side)</span></h3>"
         )
         heat = []
+        models = {r.label: f"{r.runner}, {r.model}" for r in comp.runs}
         for ri, run in enumerate(labels):
             run_cells = [c for c in task_cells if c.run == run]
             if not run_cells:
@@ -487,7 +498,7 @@ def render_compare(
                 lengths,
                 depths,
                 axis,
-                f"<b>{_e(run)}</b> accuracy",
+                f"<b>{_e(run)}</b> accuracy  ({_e(models[run])})",
                 lambda c: anchors.get((c.length, c.depth_bin), ""),
             )
             heat.append(add_figure(f"heat-{ti}-{ri}", "heatmap", fig))

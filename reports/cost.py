@@ -57,6 +57,9 @@ class Cost(msgspec.Struct, frozen=True):
     """Largest memory-state size, bytes (``hope``: ``extra["state_bytes"]``)."""
     cost_usd: float | None
     """Total API cost reported by the runner (``rlm``), dollars."""
+    tokens_estimated: int = 0
+    """Samples whose token counts the runner estimated from characters (``rlm`` with an engine that
+    reported no usage: ``extra["rlm"]["tokens_estimated"]``)."""
 
 
 def _extra(r: Result, *path: str) -> Any:
@@ -114,6 +117,11 @@ def cost_of(results: Sequence[Result], run: str, task: str, length: int | None) 
         generated_per_s=sum(c for c, _ in gen) / sum(t for _, t in gen) if gen else None,
         state_bytes=int(max(state)) if state else None,
         cost_usd=sum(usd) if usd else None,
+        tokens_estimated=sum(
+            1
+            for r in results
+            if isinstance(r.extra.get("rlm"), dict) and r.extra["rlm"].get("tokens_estimated")
+        ),
     )
 
 

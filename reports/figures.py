@@ -272,18 +272,25 @@ def difference_curves(tests: Sequence, title: str):
                         line=dict(color=color, width=2)),
             error_y=dict(type="data", symmetric=False, array=[t.ci_high - t.diff for t in points],
                          arrayminus=[t.diff - t.ci_low for t in points], thickness=1.2, width=4),
-            customdata=[
-                f"{escape(a)} - {escape(b)}, length {length_label(t.length)}<br>difference {100 * t.diff:+.1f} "
-                f"points [95% CI {100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}]<br>{t.pairs} pairs: only A "
-                f"{t.only_a}, only B {t.only_b}<br>p = {t.p_value:.3g}, Holm {t.p_holm:.3g}" for t in points
-            ],
+            customdata=[_difference_hover(a, b, t) for t in points],
             hovertemplate="%{customdata}<extra></extra>",
         ))
     fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
     fig.update_layout(**_base_layout(title, 340), hovermode="closest",
                       legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1.0))
-    fig.update_xaxes(title_text="context length (tokens)", type="log" if log_axis else "linear", tickvals=lengths,
-                     ticktext=[length_label(n) for n in lengths], showgrid=True, gridcolor="#eee")
-    fig.update_yaxes(title_text="accuracy difference A - B", range=[-1.05, 1.05], tickformat="+.0%",
+    fig.update_xaxes(title_text="context length (tokens)", type="log" if log_axis else "linear",
+                     tickvals=lengths, ticktext=[length_label(n) for n in lengths], showgrid=True,
+                     gridcolor="#eee")
+    fig.update_yaxes(title_text="score difference A - B (95% CI)", range=[-1.05, 1.05], tickformat="+.0%",
                      showgrid=True, gridcolor="#eee", zeroline=False)
     return fig
+
+
+def _difference_hover(a: str, b: str, t) -> str:
+    """Hover text of one paired test: difference, interval, discordant counts, p-values."""
+    return (
+        f"{escape(a)} - {escape(b)}, length {length_label(t.length)}"
+        f"<br>difference {100 * t.diff:+.1f} points [95% CI {100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}]"
+        f"<br>{t.pairs} pairs: only A right {t.only_a}, only B right {t.only_b}"
+        f"<br>{t.test}: p = {t.p_value:.3g}, Holm-adjusted {t.p_holm:.3g}"
+    )

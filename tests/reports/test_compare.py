@@ -228,7 +228,10 @@ def test_cost_numbers_from_constructed_records():
             prompt_tokens=3000,
             cached_tokens=0,
             latency_s=6.0,
-            extra={"rlm": {"root_calls": 4, "sub_calls": 5, "cost_usd": 0.03}, "state_bytes": 8192},
+            extra={
+                "rlm": {"root_calls": 4, "sub_calls": 5, "cost_usd": 0.03, "tokens_estimated": True},
+                "state_bytes": 8192,
+            },
         ),
         make_result("s3", error="timeout", latency_s=4.0),  # errors cost time too
     ]
@@ -242,7 +245,7 @@ def test_cost_numbers_from_constructed_records():
     assert c.tokens_per_s == pytest.approx((600 + 10 + 3000 + 30) / 8.0)
     assert c.generated_per_s == pytest.approx(40 / 8.0)
     assert c.state_bytes == 8192 and c.cost_usd == pytest.approx(0.04)
-    assert c.retrieved_tokens is None
+    assert c.retrieved_tokens is None and c.tokens_estimated == 1
     rag = cost_of(
         [make_result("r1", extra=rag_extra(1.0, 300)), make_result("r2", extra=rag_extra(0.0, 500))],
         "rag",

@@ -114,3 +114,10 @@ def test_significant_rows_are_marked(tmp_path):
     # one length: the per-length and the overall test are the same data, both p = 2^-10, Holm 2^-9
     assert page.count("<tr class='sig'>") == 1 and page.count("<tr class='sig total'>") == 1
     assert page.count("<b>0.0020</b>") == 2
+
+
+def test_side_by_side_summary_separates_wrong_answers_from_errors(tmp_path):
+    a = [make_result("s0", score=0.0), make_result("s1", score=0.0), make_result("s2", score=1.0)]
+    b = [make_result("s0", error="HTTP 500"), make_result("s1", score=1.0), make_result("s2", score=1.0)]
+    page = render_compare(load_runs([write_sweep_run(tmp_path / "a", a), write_sweep_run(tmp_path / "b", b)]))
+    assert "1K &middot; depth 50%: 2 samples failing in some run (a: 2 wrong; b: 1 error)" in page
