@@ -31,3 +31,27 @@ class RunnerError(Exception):
 
     Recorded on the result as ``error``; never scored as an answer.
     """
+
+
+class SweepStopped(LongctxError):
+    """A sweep ended before its plan was done; finished results are saved, the rest stay pending.
+
+    ``exit_code`` is what ``longctx sweep`` exits with; ``outcome`` (set by the sweep) says what was
+    recorded before it stopped.
+    """
+
+    exit_code = 3
+    outcome: object = None
+
+
+class EngineGone(SweepStopped):
+    """The engine stopped answering: a launched server died, or an endpoint refused, reset or dropped
+    connections too many times in a row. Never recorded as a sample's error; rerun to resume."""
+
+    exit_code = 3
+
+
+class TooManyErrors(SweepStopped):
+    """More samples failed than ``--max-errors`` allows."""
+
+    exit_code = 4

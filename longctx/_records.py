@@ -145,6 +145,12 @@ class Result(msgspec.Struct):
     sample_hash: str | None = None
     """Content hash of what the model was given (:func:`sample_hash`: messages, i.e. context and
     question, and references). Equal across runs = the same sample; None in older run folders."""
+    attempts: int = 1
+    """Results recorded for this sample in its run folder, this one included. Greater than 1 when
+    earlier attempts ended in an error and a rerun retried the sample; those lines stay in
+    ``results.jsonl`` and the last line wins."""
+    previous_error: str | None = None
+    """The error of the attempt before this one (None on a first attempt)."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -6,6 +6,10 @@ in-flight samples. A torn last line (no newline, or undecodable) is dropped on o
 before the next append. A run folder is locked (``flock``) while a sweep writes to it.
 
 Reusing a folder with a different configuration is refused, naming the differing keys.
+
+Exactly once: a sample has at most one *scored* line. A sample whose last line is an error may be
+retried (a new line with ``attempts`` + 1 and the ``previous_error``); readers take the last line
+per sample (:meth:`RunStore.latest`), so earlier failed attempts stay visible without being counted.
 """
 
 from __future__ import annotations
@@ -92,6 +96,8 @@ class RunStore:
         self._lock_fd: int | None = None
         self.manifest: dict[str, Any] = {}
         self.results: list[Result] = []
+        """Every line of ``results.jsonl`` in order (retries included; see :meth:`latest`)."""
+        self._lines: dict[str, list[Result]] | None = None
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -191,16 +197,49 @@ class RunStore:
 
     # ---- writing ------------------------------------------------------------------------------
     def done_ids(self) -> set[str]:
-        """Sample ids already recorded."""
+        """Sample ids already recorded (scored or error)."""
         return {r.sample_id for r in self.results}
 
+    def latest(self) -> dict[str, Result]:
+        """The last result per sample id, in order of first appearance: what reports read."""
+        last: dict[str, Result] = {}
+        for r in self.results:
+            last[r.sample_id] = r
+        return last
+
+    def latest_results(self) -> list[Result]:
+        """:meth:`latest` as a list (one result per recorded sample)."""
+        return list(self.latest().values())
+
+    def record(self, result: Result) -> Result:
+        """Append ``result`` as the next attempt for its sample and return what was written.
+
+        A sample seen before must have ended in an error: the new line gets ``attempts`` = lines
+        so far + 1 and that error as ``previous_error``. Recording over a scored result is a bug.
+        """
+        if self._lines is None:
+            self._lines = {}
+            for r in self.results:
+                self._lines.setdefault(r.sample_id, []).append(r)
+        earlier = self._lines.setdefault(result.sample_id, [])
+        if earlier:
+            if earlier[-1].error is None:
+                raise RuntimeError(f"sample {result.sample_id!r} is already scored in {self.root}")
+            result = msgspec.structs.replace(
+                result, attempts=len(earlier) + 1, previous_error=earlier[-1].error
+            )
+        self.append(result)
+        return result
+
     def append(self, result: Result) -> None:
-        """Append one result durably (one write, fsync)."""
+        """Append one result durably (one write, fsync), as given."""
         if self._fd is None:
             raise RuntimeError("store not open for writing")
         os.write(self._fd, encode(result) + b"\n")
         os.fsync(self._fd)
         self.results.append(result)
+        if self._lines is not None:
+            self._lines.setdefault(result.sample_id, []).append(result)
 
     def update_manifest(self, **fields: Any) -> None:
         """Merge ``fields`` into the manifest (atomic replace)."""

@@ -1,10 +1,15 @@
 """A sweep: tasks x lengths x depths x samples through one runner into one run folder.
 
+A short orchestrator over three parts with one job each: the plan (:mod:`longctx._plan`: which
+samples, which of them are still owed a result), the dispatch (:mod:`longctx._dispatch`: where they
+run, scoring each answer) and the store (:mod:`longctx._store`: what happened, exactly once).
+
 Order of work, so that mistakes cost nothing: resolve names and options, construct the runner
 (resolves the model, knows its window and tokenizer), refuse lengths beyond the window, build
 every sample, open the run folder (refusing a different configuration), and only then start the
-engine. Samples already in the folder are skipped; the rest are sent in an order where samples
-sharing a haystack prefix run back to back (longest first), so vLLM's prefix cache is hit.
+engine. Samples already scored are skipped; samples whose last result is an error are retried
+unless ``keep_errors``. When the engine is gone or too many samples fail the sweep stops at once
+(:class:`~longctx._errors.SweepStopped`, carrying the outcome); the same command resumes.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from longctx._errors import LongctxError
-from longctx._protocols import Grid, NullProgress, Progress, RunnerConfig, Runner, Task
-from longctx._records import Generation, Result, Sample, sample_hash
+from longctx._dispatch import Tally, dispatch, to_result
+from longctx._errors import LongctxError, SweepStopped
+from longctx._plan import as_dict, build_plan, options_for, order_for_prefix_cache, run_identity
+from longctx._protocols import Grid, NullProgress, Progress, RunnerConfig, Runner
 from longctx._registry import get_runner_entry, get_task, parse_options
 from longctx._store import RunStore
 from longctx._versions import environment_versions
+
+__all__ = ["SweepOutcome", "SweepSpec", "options_for", "order_for_prefix_cache", "run_sweep", "to_result"]
 
 
 @dataclass
@@ -46,7 +53,11 @@ class SweepSpec:
     runner_options: dict[str, str] = field(default_factory=dict)
     """``-R`` options for the runner."""
     limit: int | None = None
-    """Run at most this many new samples this time (the rest stay pending; rerun to continue)."""
+    """Run at most this many samples this time (the rest stay pending; rerun to continue)."""
+    keep_errors: bool = False
+    """Keep samples whose last result is an error as they are (default: retry them)."""
+    max_errors: int | None = None
+    """Stop (``TooManyErrors``) as soon as more than this many samples fail in this invocation."""
 
 
 @dataclass
@@ -58,51 +69,19 @@ class SweepOutcome:
     planned: int
     """Samples in the plan."""
     skipped: int
-    """Already in the folder before this invocation."""
-    new: int
-    """Recorded by this invocation."""
-    errors: int
+    """Samples not run this time: scored before (or kept errors, with ``keep_errors``)."""
+    new: int = 0
+    """Results recorded by this invocation (first attempts and retries)."""
+    errors: int = 0
     """New results that are runner errors."""
-
-
-def _identity(spec: SweepSpec, tasks: list[Task], runner_cls: type, runner_opts: Any) -> dict[str, Any]:
-    volatile = set(getattr(runner_cls, "volatile_options", ()))
-    ropts = {k: v for k, v in _as_dict(runner_opts).items() if k not in volatile}
-    return {
-        "tasks": [t.name for t in tasks],
-        "task_options": {t.name: _as_dict(getattr(t, "options", None)) for t in tasks},
-        "runner": spec.runner,
-        "runner_options": ropts,
-        "model": spec.runner_config.model,
-        "mode": spec.runner_config.mode,
-        "grid": {"lengths": list(spec.grid.lengths), "depths": list(spec.grid.depths),
-                 "samples": spec.grid.samples, "seed": spec.grid.seed},
-    }
-
-
-def options_for(task_name: str, options: dict[str, str]) -> dict[str, str]:
-    """The ``-O`` options meant for ``task_name``.
-
-    ``key=value`` applies to every task of the sweep; ``SCOPE:key=value`` only to tasks whose name
-    or family (the part before ``/``) is ``SCOPE``, e.g. ``-O babilong:data_dir=DIR``.
-    """
-    out: dict[str, str] = {}
-    family = task_name.split("/")[0]
-    for key, value in options.items():
-        scope, sep, bare = key.rpartition(":")
-        if not sep:
-            out[key] = value
-        elif scope in (task_name, family):
-            out[bare] = value
-    return out
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    import msgspec
-
-    return msgspec.to_builtins(obj) if isinstance(obj, msgspec.Struct) else dict(obj)
+    retried: int = 0
+    """New results that retried a sample whose last result was an error."""
+    kept_errors: int = 0
+    """Samples left with their earlier error (``keep_errors``)."""
+    pending: int = 0
+    """Samples of the plan still without a scored result or kept error when the sweep ended."""
+    stopped: str | None = None
+    """Why the sweep ended early (engine gone, too many errors), or None."""
 
 
 def _git_sha() -> str | None:
@@ -114,40 +93,17 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def order_for_prefix_cache(samples: Sequence[Sample]) -> list[Sample]:
-    """Samples sharing a haystack prefix back to back: per prefix group, longest and deepest first.
-
-    Within a group every prompt starts with the same template and haystack tokens up to its
-    first needle, so after the longest/deepest prompt the others find their prefix cached.
-    """
-    return sorted(samples, key=lambda s: (s.task, str(s.metadata.get("prefix_group", "")),
-                                          -s.length, -(s.depth if s.depth is not None else 0), s.id))
-
-
-def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: str) -> Result:
-    """Score a generation (errors are recorded, never scored)."""
-    scores: dict[str, float] = {}
-    score = None
-    if gen.error is None and gen.prediction is not None:
-        scores = task.scorer.score(gen.prediction, sample)
-        score = scores[task.scorer.metrics[0]]
-    keep = {k: v for k, v in sample.metadata.items() if k != "prefix_group"}
-    return Result(
-        sample_id=sample.id, task=sample.task, runner=runner, model=model, length=sample.length,
-        context_tokens=sample.context_tokens, depth=sample.depth, needle_positions=sample.needle_positions,
-        evidence_depth=sample.evidence_depth, prediction=gen.prediction if gen.error is None else None,
-        references=sample.references, score=score, scores=scores, error=gen.error, latency_s=gen.latency_s,
-        prompt_tokens=gen.prompt_tokens, cached_tokens=gen.cached_tokens, completion_tokens=gen.completion_tokens,
-        finished_at=time.time(), extra={**({"metadata": keep} if keep else {}), **gen.extra},
-        sample_hash=sample_hash(sample),
-    )
-
-
 def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome:
-    """Plan, check, run and record a sweep (resumable)."""
+    """Plan, check, run and record a sweep (resumable).
+
+    Raises :class:`SweepStopped` (``EngineGone`` / ``TooManyErrors``, with ``.outcome``) when it
+    ends before its plan is done; everything finished is recorded.
+    """
     progress = progress or NullProgress()
     if spec.grid.samples < 1:
         raise LongctxError("--samples must be at least 1")
+    if spec.max_errors is not None and spec.max_errors < 0:
+        raise LongctxError("--max-errors must be 0 or more")
     tasks = [get_task(name, options_for(name, spec.task_options)) for name in spec.tasks]
     entry = get_runner_entry(spec.runner)
     runner_opts = parse_options(entry.factory, spec.runner_options, f"runner {spec.runner}")
@@ -159,21 +115,14 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError(
             f"length {max(too_long)} exceeds the context window of {spec.runner_config.model} ({window} tokens)"
         )
-    identity = _identity(spec, tasks, entry.factory, runner_opts)
+    identity = run_identity(tasks, spec.grid, spec.runner, entry.factory, runner_opts,
+                            spec.runner_config.model, spec.runner_config.mode)
     RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
     tokenizer = runner.tokenizer()
-    progress.start("building samples", total=len(tasks))
-    plan: list[tuple[Sample, Task]] = []
-    for task in tasks:
-        plan += [(s, task) for s in task.samples(spec.grid, tokenizer)]
-        progress.advance()
-    progress.done()
-    by_id = {s.id: (s, t) for s, t in plan}
-    if len(by_id) != len(plan):
-        raise RuntimeError("tasks produced duplicate sample ids")  # a task bug, not user input
+    plan = build_plan(tasks, spec.grid, tokenizer, progress)
 
     info = {
-        "runner_config": {k: v for k, v in _as_dict(spec.runner_config).items() if k != "api_key_env"},
+        "runner_config": {k: v for k, v in as_dict(spec.runner_config).items() if k != "api_key_env"},
         "tokenizer": getattr(tokenizer, "name", None),
         "versions": environment_versions(),
         "git_sha": _git_sha(),
@@ -183,28 +132,27 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
     }
     store = RunStore.open_for_write(spec.out, identity, info)
     try:
-        done = store.done_ids()
-        todo = order_for_prefix_cache([s for s, _ in plan if s.id not in done])
-        if spec.limit is not None:
-            todo = todo[: spec.limit]
-        outcome = SweepOutcome(store, len(plan), len(plan) - len([s for s, _ in plan if s.id not in done]), 0, 0)
-        if todo:
-            with runner:
-                store.update_manifest(model_identity=runner.identity(), started_at=time.time())
-                progress.start(f"{spec.runner}: {len(todo)} samples", total=len(todo))
-                seen: set[str] = set()
-                for gen in runner.generate(todo):
-                    if gen.sample_id in seen or gen.sample_id not in by_id:
-                        raise RuntimeError(f"runner returned unexpected sample id {gen.sample_id!r}")
-                    seen.add(gen.sample_id)
-                    sample, task = by_id[gen.sample_id]
-                    result = to_result(sample, gen, task, spec.runner, spec.runner_config.model)
-                    store.append(result)
-                    outcome.new += 1
-                    outcome.errors += result.error is not None
-                    progress.advance()
-                progress.done()
-        store.update_manifest(finished_at=time.time(), recorded=len(store.results), pid=os.getpid())
+        pending = plan.pending(store.latest(), spec.keep_errors, spec.limit)
+        outcome = SweepOutcome(store, len(plan), len(plan) - pending.new - pending.retry,
+                               kept_errors=pending.kept_errors)
+        tally = Tally()
+        try:
+            if pending.todo:
+                with runner:
+                    store.update_manifest(model_identity=runner.identity(), started_at=time.time())
+                    dispatch(runner, pending.todo, plan, store, runner_name=spec.runner,
+                             model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
+                             progress=progress)
+        except SweepStopped as exc:
+            outcome.stopped = str(exc).splitlines()[0]
+            exc.outcome = outcome
+            raise
+        finally:
+            outcome.new, outcome.errors, outcome.retried = tally.new, tally.errors, tally.retried
+            left = plan.pending(store.latest(), spec.keep_errors)
+            outcome.pending = left.new + left.retry
+            store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid(),
+                                  stopped=outcome.stopped)
         return outcome
     finally:
         store.close()

@@ -14,6 +14,11 @@ Rules:
   ran for ``timeout_s`` would most likely time out again.
 * One bad request never raises: it becomes a :class:`Generation` with a one-line ``error`` and
   ``prediction=None``.
+* A connection failure (refused, reset, closed without a response, connect timeout) is a failure
+  of the engine, not of the sample: it is never turned into a ``Generation``. Once the engine is
+  gone - ``engine_alive()`` says so, ``gone_after`` attempts in a row (over all requests in
+  flight) failed to connect, or one request failed to connect on every attempt - the whole run
+  raises :class:`~longctx._errors.EngineGone` and what was in flight is dropped (it stays pending).
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from longctx._errors import RunnerError
+from longctx._errors import EngineGone, RunnerError
 from longctx._records import Generation, Sample
 
 
@@ -49,6 +54,9 @@ class ClientConfig:
     """First backoff delay; doubles per attempt."""
     max_backoff_s: float = 60.0
     """Cap on one backoff delay (also on a server's ``Retry-After``)."""
+    gone_after: int = 8
+    """Connection failures in a row (attempts over all requests in flight, none answered in
+    between) after which the engine counts as gone."""
 
 
 @dataclass(frozen=True)
@@ -170,8 +178,16 @@ def _retry_after(response: httpx.Response) -> float | None:
 class AsyncOpenAIClient:
     """An ``httpx.AsyncClient`` with retries, backoff and per-attempt timeouts. Use ``async with``."""
 
-    def __init__(self, config: ClientConfig, max_connections: int = 16):
+    def __init__(
+        self,
+        config: ClientConfig,
+        max_connections: int = 16,
+        engine_alive: Callable[[], bool] | None = None,
+    ):
         self.config = config
+        self.engine_alive = engine_alive
+        self.connection_failures = 0
+        """Connection failures since the server last answered (any HTTP status resets it)."""
         headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self._http = httpx.AsyncClient(
             base_url=config.base_url,
@@ -190,22 +206,26 @@ class AsyncOpenAIClient:
     async def post_json(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float, int]:
         """POST ``body``; returns (response JSON, latency of the successful attempt, attempts).
 
-        Raises :class:`RequestFailed` (one-line message) when the request fails for good.
+        Raises :class:`RequestFailed` (one-line message) when the request fails for good, and
+        :class:`EngineGone` when the server cannot be reached any more.
         """
         cfg = self.config
         attempt = 0
         while True:
             start = time.monotonic()
             retry_after: float | None = None
+            connection_lost = False
             try:
                 response = await asyncio.wait_for(self._http.post(path, json=body), cfg.timeout_s)
             except httpx.ConnectTimeout:
-                problem = "connect timeout"
+                problem, connection_lost = "connect timeout", True
             except (asyncio.TimeoutError, httpx.TimeoutException):
                 raise RequestFailed(f"timeout after {cfg.timeout_s:g} s") from None
-            except httpx.TransportError as exc:
+            except httpx.TransportError as exc:  # refused, reset, closed without a response
                 problem = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 160)
+                connection_lost = True
             else:
+                self.connection_failures = 0
                 latency = time.monotonic() - start
                 status = response.status_code
                 if status < 400:
@@ -217,6 +237,9 @@ class AsyncOpenAIClient:
                 if status != 429 and status < 500:
                     raise RequestFailed(problem)
                 retry_after = _retry_after(response) if status == 429 else None
+            if connection_lost:
+                self.connection_failures += 1
+            self._check_engine(problem, connection_lost, attempt)
             if attempt >= cfg.retries:
                 suffix = f" (after {attempt + 1} attempts)" if attempt else ""
                 raise RequestFailed(problem + suffix)
@@ -225,6 +248,24 @@ class AsyncOpenAIClient:
                 delay = max(delay, retry_after)
             await asyncio.sleep(min(delay, cfg.max_backoff_s))
             attempt += 1
+
+    def _check_engine(self, problem: str, connection_lost: bool, attempt: int) -> None:
+        """Raise :class:`EngineGone` when a failed attempt means the engine is gone."""
+        cfg = self.config
+        if self.engine_alive is not None and not self.engine_alive():
+            raise EngineGone(f"the engine at {cfg.base_url} is gone ({problem})")
+        if not connection_lost:
+            return
+        if self.connection_failures >= cfg.gone_after:
+            raise EngineGone(
+                f"{cfg.base_url} unreachable: {self.connection_failures} connection failures in a row "
+                f"(last: {problem})"
+            )
+        if attempt >= cfg.retries:
+            raise EngineGone(
+                f"{cfg.base_url} unreachable: a request failed to connect on all {attempt + 1} "
+                f"attempts (last: {problem})"
+            )
 
     async def generate(self, sample: Sample, spec: RequestSpec) -> Generation:
         """``sample``'s generation; failures become ``Generation.error``, never exceptions."""
@@ -246,12 +287,19 @@ _DONE = object()
 
 
 def generate_all(
-    config: ClientConfig, samples: Iterable[Sample], spec: RequestSpec, concurrency: int = 4
+    config: ClientConfig,
+    samples: Iterable[Sample],
+    spec: RequestSpec,
+    concurrency: int = 4,
+    engine_alive: Callable[[], bool] | None = None,
 ) -> Iterator[Generation]:
     """Generations for ``samples``, yielded as they finish.
 
     The requests run on an event loop in a background thread, ``concurrency`` at a time, submitted
     in the order given. Closing the iterator early (``break``, Ctrl-C) cancels what is in flight.
+    Raises :class:`EngineGone` (after yielding what finished before) when the server cannot be
+    reached any more; ``engine_alive`` (e.g. "the launched process still runs") is asked after
+    every failed attempt.
     """
     workers = max(1, int(concurrency))
     results: queue.Queue[Any] = queue.Queue()
@@ -267,15 +315,21 @@ def generate_all(
             for sample in pending:
                 results.put(await client.generate(sample, spec))
 
-        async with AsyncOpenAIClient(config, max_connections=workers) as client:
-            await asyncio.gather(*(worker() for _ in range(workers)))
+        async with AsyncOpenAIClient(config, max_connections=workers, engine_alive=engine_alive) as client:
+            tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+            try:  # the first failure (EngineGone, a bug) cancels the requests still in flight
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     def thread_main() -> None:
         try:
             asyncio.run(run_all())
         except asyncio.CancelledError:
             pass
-        except BaseException as exc:  # a bug, not a request failure: re-raised in the caller
+        except BaseException as exc:  # EngineGone or a bug, not a request failure: re-raised in the caller
             results.put(exc)
         finally:
             started.set()

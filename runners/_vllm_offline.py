@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from longctx._errors import LongctxError
+from longctx._errors import EngineGone, LongctxError
 from longctx._records import Generation, Sample
 from longctx.runners._openai_client import one_line
 from longctx.runners._vllm_server import cpu_environment
@@ -98,6 +98,8 @@ class OfflineEngine:
             try:
                 outputs = self._run(batch, mode, seed)
             except Exception as exc:
+                if type(exc).__name__ == "EngineDeadError":  # the engine core is gone: not the sample's fault
+                    raise EngineGone(f"vLLM offline engine died: {one_line(str(exc) or 'EngineDeadError')}") from None
                 if len(batch) == 1:
                     yield Generation(
                         batch[0].id,

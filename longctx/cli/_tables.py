@@ -22,17 +22,22 @@ def _style(accuracy: float) -> str:
 
 
 def _acc(stats: Stats | None) -> Text:
+    """Accuracy of a cell, then its error count when it has errors (``67 +2err``, ``3err``)."""
     if stats is None or stats.n == 0:
         return Text("·", style="dim")
     if stats.accuracy is None:
-        return Text("err", style="bold red")
-    return Text(f"{100 * stats.accuracy:.0f}", style=_style(stats.accuracy))
+        return Text(f"{stats.errors}err", style="bold red")
+    text = Text(f"{100 * stats.accuracy:.0f}", style=_style(stats.accuracy))
+    if stats.errors:
+        text.append(f" +{stats.errors}err", style="red")
+    return text
 
 
 def accuracy_tables(results: Iterable[Result], title: str | None = None) -> list[Table]:
     """One table per task: rows = depth bins, columns = lengths, cells = accuracy (%) over scored
-    samples; footer rows give the per-length accuracy with its Wilson 95% interval, scored counts
-    and errors."""
+    samples followed by the cell's error count when it has any (``80 +2err``; ``3err`` when every
+    sample failed); footer rows give the per-length accuracy with its Wilson 95% interval, scored
+    counts and errors."""
     tables = []
     for task, task_results in group(results, lambda r: r.task).items():
         axis = depth_axis(task_results)
@@ -46,7 +51,7 @@ def accuracy_tables(results: Iterable[Result], title: str | None = None) -> list
         heading = f"{title}: {task}" if title else task
         table = Table(
             title=f"{heading}  accuracy % by length x depth",
-            caption="over scored samples; errors are never scored",
+            caption="over scored samples; +Nerr = samples that failed (never scored; a rerun retries them)",
             title_justify="left",
             caption_justify="left",
             show_footer=False,

@@ -9,7 +9,8 @@ from rich.console import Console
 
 from longctx._parsing import parse_depths, parse_lengths, parse_options
 from longctx._protocols import Grid, RunnerConfig
-from longctx._sweep import SweepSpec, run_sweep
+from longctx._errors import SweepStopped
+from longctx._sweep import SweepOutcome, SweepSpec, run_sweep
 
 EPILOG = """\b
 Examples:
@@ -17,7 +18,10 @@ Examples:
                 --samples 3 --runner vllm --model default --out runs/smol-niah
   longctx sweep --task ruler/niah_single_2 --runner vllm \\
                 --endpoint http://127.0.0.1:8000/v1 --model NAME --out runs/attached
-Rerunning the same command resumes: finished samples are skipped."""
+Rerunning the same command resumes: scored samples are skipped, samples whose last
+result is an error are retried (--keep-errors keeps them).
+Exit codes: 0 done (errors may remain: see the summary), 2 bad input, 3 the engine is
+gone (unfinished samples stay pending; rerun to resume), 4 more than --max-errors failures."""
 
 
 @click.command(epilog=EPILOG)
@@ -41,10 +45,14 @@ Rerunning the same command resumes: finished samples are skipped."""
 @click.option("--runner-option", "-R", "runner_opts", multiple=True, metavar="KEY=VALUE", help="Runner option.")
 @click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (created or resumed).")
 @click.option("--limit", type=int, help="Record at most this many new samples now (rerun to continue).")
+@click.option("--keep-errors", is_flag=True,
+              help="Do not retry samples whose last result is an error (default: a rerun retries them).")
+@click.option("--max-errors", type=int, metavar="N",
+              help="Stop with exit code 4 as soon as more than N samples fail in this invocation.")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
           model: str, endpoint: str | None, api_key_env: str, concurrency: int, timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
-          limit: int | None) -> None:
+          limit: int | None, keep_errors: bool, max_errors: int | None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -61,10 +69,25 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
         task_options=parse_options(task_opts, "-O"),
         runner_options=parse_options(runner_opts, "-R"),
         limit=limit,
+        keep_errors=keep_errors,
+        max_errors=max_errors,
     )
     console = Console(stderr=True)
-    outcome = run_sweep(spec, RichProgress(console))
+    try:
+        outcome = run_sweep(spec, RichProgress(console))
+    except SweepStopped as exc:
+        if isinstance(exc.outcome, SweepOutcome):
+            print_summary(exc.outcome)
+        raise Stopped(str(exc), exc.exit_code) from None
     print_summary(outcome)
+
+
+class Stopped(click.ClickException):
+    """A sweep that ended early: its one-line reason on stderr and its own exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def print_summary(outcome) -> None:  # noqa: ANN001
@@ -74,10 +97,21 @@ def print_summary(outcome) -> None:  # noqa: ANN001
         from longctx.cli._tables import print_accuracy_table
     except ImportError:  # pragma: no cover - tables module ships with the reports
         print_accuracy_table = None
-    if print_accuracy_table is not None and outcome.store.results:
-        print_accuracy_table(outcome.store.results, console)
-    console.print(
-        f"{outcome.new} new, {outcome.skipped} already done, {outcome.planned} planned"
-        f"{f', {outcome.errors} errors' if outcome.errors else ''} -> {outcome.store.root}",
-        highlight=False,
-    )
+    results = outcome.store.latest_results()  # one per sample: the last attempt
+    if print_accuracy_table is not None and results:
+        print_accuracy_table(results, console)
+    console.print(summary_line(outcome), highlight=False)
+
+
+def summary_line(outcome) -> str:  # noqa: ANN001
+    """``N new, N already done, N planned[, N errors][, N retried][, N kept errors][, N pending] -> FOLDER``."""
+    parts = [f"{outcome.new} new", f"{outcome.skipped} already done", f"{outcome.planned} planned"]
+    if outcome.errors:
+        parts.append(f"{outcome.errors} errors")
+    if outcome.retried:
+        parts.append(f"{outcome.retried} retried")
+    if outcome.kept_errors:
+        parts.append(f"{outcome.kept_errors} kept errors")
+    if outcome.pending:
+        parts.append(f"{outcome.pending} pending")
+    return ", ".join(parts) + f" -> {outcome.store.root}"

@@ -91,3 +91,32 @@ def test_missing_folder(tmp_path):
         RunStore.open_for_read(tmp_path / "nope")
     with pytest.raises(LongctxError, match="not a run folder"):
         RunStore.open_for_read(tmp_path)
+
+
+def test_record_retries_an_error_and_keeps_its_history(tmp_path):
+    with RunStore.open_for_write(tmp_path, IDENT, {}) as store:
+        store.record(result(1, error="timeout after 5 s", prediction=None, score=None, scores={}))
+        store.record(result(2))
+    with RunStore.open_for_write(tmp_path, IDENT, {}) as store:
+        second = store.record(result(1, error="HTTP 400: too long", prediction=None, score=None, scores={}))
+        assert second.attempts == 2 and second.previous_error == "timeout after 5 s"
+        third = store.record(result(1))
+        assert third.attempts == 3 and third.previous_error == "HTTP 400: too long"
+        with pytest.raises(RuntimeError, match="already scored"):
+            store.record(result(1))  # exactly once: a scored sample is never recorded again
+        with pytest.raises(RuntimeError, match="already scored"):
+            store.record(result(2))
+    again = RunStore.open_for_read(tmp_path)
+    assert len(again.results) == 4  # every attempt stays in the file
+    latest = again.latest()
+    assert list(latest) == ["s1", "s2"]
+    assert latest["s1"].score == 1.0 and latest["s1"].attempts == 3
+
+
+def test_old_lines_without_attempts_load_as_first_attempts(tmp_path):
+    RunStore.open_for_write(tmp_path, IDENT, {}).close()
+    row = json.loads(encode(result(1)))
+    del row["attempts"], row["previous_error"], row["sample_hash"]
+    (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
+    (r,) = RunStore.open_for_read(tmp_path).results
+    assert r.attempts == 1 and r.previous_error is None

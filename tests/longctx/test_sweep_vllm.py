@@ -1,8 +1,16 @@
-"""End to end through a real vLLM server with the real default model (one server per session)."""
+"""End to end through a real vLLM server with the real default model (the session's server, and one
+launched by a sweep and killed mid-way)."""
 
 from __future__ import annotations
 
+import collections
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -64,3 +72,61 @@ def test_every_family_runs_through_real_vllm_and_reaches_the_report(vllm_server,
     html = report.read_text()
     for task in ("babilong/qa1", "longhealth/task2", "qasper"):
         assert task in html
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_killed_server_stops_the_sweep_and_a_rerun_fills_exactly_the_gaps(tmp_path, default_model_path):
+    """A sweep that launched its own server (not the session's): the server is SIGKILLed mid-sweep;
+    the sweep stops at once with the log's tail, records no error for what was in flight, and the
+    same command (a fresh server) fills exactly the missing samples."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "longctx", "sweep", "-t", "ruler/niah_single_1", "--lengths", "1k,2k",
+           "--depths", "0:100:11", "-n", "1", "--runner", "vllm", "--model", "default", "-c", "2",
+           "-R", "max_model_len=2048", "-R", f"log_dir={tmp_path / 'logs'}", "--out", str(out)]
+    planned = 22
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and len(results.read_bytes().splitlines()) >= 5:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    (server,) = [p for p in _children(proc.pid)
+                 if "api_server" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+    killed_at = time.time()
+    os.killpg(server, signal.SIGKILL)  # the server and its engine core
+    stdout, stderr = proc.communicate(timeout=120)
+    assert time.time() - killed_at < 30
+    assert proc.returncode == 3, (stdout, stderr)
+    assert "Traceback" not in stderr
+    assert "vLLM server died during the run" in stderr and "vllm-server.log" in stderr, stderr
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert 5 <= len(rows) < planned
+    assert all(r["error"] is None for r in rows), [r["error"] for r in rows]
+    assert f"{planned - len(rows)} pending" in stdout
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr
+    assert f"{planned - len(rows)} new, {len(rows)} already done, {planned} planned" in again.stdout
+    final = [json.loads(line) for line in results.read_text().splitlines()]
+    counts = collections.Counter(r["sample_id"] for r in final)
+    assert len(counts) == planned and set(counts.values()) == {1}
+    assert all(r["error"] is None for r in final)
+    assert final[: len(rows)] == rows  # nothing already scored was touched

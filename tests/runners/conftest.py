@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,12 +18,14 @@ from longctx._records import Message, Prompt, Sample
 
 @dataclass
 class Reply:
-    """One scripted answer: status, JSON body (None = the default echo completion), delay, headers."""
+    """One scripted answer: status, JSON body (None = the default echo completion), delay, headers;
+    ``drop`` closes the connection after the delay without answering (a reset / dying server)."""
 
     status: int = 200
     body: Any = None
     delay_s: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
+    drop: bool = False
 
 
 @dataclass
@@ -53,6 +56,7 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         self.completion_delay_s = 0.0
+        self.dead = False
         self._lock = threading.Lock()
         fake = self
 
@@ -94,6 +98,10 @@ class FakeOpenAI:
                     reply = fake.script.pop(0) if fake.script else Reply(delay_s=fake.completion_delay_s)
                 try:
                     time.sleep(reply.delay_s)
+                    if reply.drop or fake.dead:  # no answer: the client sees the connection close
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self._send(
                         reply.status,
                         reply.body if reply.body is not None else fake.echo(self.path, body),
@@ -107,6 +115,7 @@ class FakeOpenAI:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._closed = False
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -119,9 +128,15 @@ class FakeOpenAI:
         delay_s: float = 0.0,
         headers: dict[str, str] | None = None,
         times: int = 1,
+        drop: bool = False,
     ) -> None:
-        """Queue ``times`` scripted replies (body None = the echo completion)."""
-        self.script.extend(Reply(status, body, delay_s, headers or {}) for _ in range(times))
+        """Queue ``times`` scripted replies (body None = the echo completion; ``drop``: no answer)."""
+        self.script.extend(Reply(status, body, delay_s, headers or {}, drop) for _ in range(times))
+
+    def die(self) -> None:
+        """The server goes away: requests in flight get no answer, new connections are refused."""
+        self.dead = True
+        self.close()
 
     def posts(self) -> list[Received]:
         """POST requests received so far."""
@@ -157,7 +172,10 @@ class FakeOpenAI:
         }
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from longctx._errors import EngineGone
 from longctx._records import Message, Prompt, Sample
 from longctx.runners._openai_client import (
     ClientConfig,
@@ -132,13 +133,62 @@ def test_timeout_becomes_error_without_retry(fake_openai):
     assert len(fake_openai.posts()) == 2
 
 
-def test_connection_refused_becomes_error():
+def test_connection_refused_is_engine_gone_not_a_sample_error():
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    out = run(url, [make_sample(0), make_sample(1)], retries=1, backoff_s=0.01)
-    for g in out.values():
-        assert g.prediction is None
-        assert "ConnectError" in g.error and "(after 2 attempts)" in g.error
-        assert "\n" not in g.error
+    got: list = []
+    with pytest.raises(EngineGone, match="unreachable.*ConnectError") as err:
+        got.extend(generate_all(ClientConfig(base_url=url, retries=1, backoff_s=0.01),
+                                [make_sample(0), make_sample(1)], RequestSpec(model="m"), 2))
+    assert got == []  # no Generation at all: nothing to record as the samples' errors
+    assert "\n" not in str(err.value)
+
+
+def test_one_reset_is_retried_and_the_sample_answered(fake_openai):
+    fake_openai.push(drop=True)  # the first attempt's connection closes without an answer
+    g = run(fake_openai.base_url, [make_sample(0, token_ids=(1,))], retries=2)["s0"]
+    assert g.error is None and g.prediction == "echo:1" and g.extra["attempts"] == 2
+
+
+def test_consecutive_connection_failures_over_all_requests_mean_the_engine_is_gone(fake_openai):
+    fake_openai.push(drop=True, times=50)
+    config = ClientConfig(base_url=fake_openai.base_url, retries=10, backoff_s=0.01, gone_after=4)
+    samples = [make_sample(i) for i in range(6)]
+    got: list = []
+    with pytest.raises(EngineGone, match="4 connection failures in a row"):
+        got.extend(generate_all(config, samples, RequestSpec(model="fake-model"), concurrency=2))
+    assert got == [] and 4 <= len(fake_openai.posts()) <= 5  # stopped at the 4th failure
+
+
+def test_an_answer_resets_the_count_of_connection_failures(fake_openai):
+    for _ in range(3):
+        fake_openai.push(drop=True)
+        fake_openai.push()  # answered: the count starts again
+    config = ClientConfig(base_url=fake_openai.base_url, retries=3, backoff_s=0.01, gone_after=2)
+    out = {g.sample_id: g for g in generate_all(config, [make_sample(i) for i in range(3)],
+                                                RequestSpec(model="fake-model"), concurrency=1)}
+    assert all(g.error is None for g in out.values()) and len(out) == 3
+
+
+def test_server_gone_mid_request_drops_what_is_in_flight(fake_openai):
+    fake_openai.completion_delay_s = 0.4
+    samples = [make_sample(i) for i in range(8)]
+    config = ClientConfig(base_url=fake_openai.base_url, retries=2, backoff_s=0.05)
+    got: list = []
+    gen = generate_all(config, samples, RequestSpec(model="fake-model"), concurrency=2)
+    with pytest.raises(EngineGone):
+        for g in gen:
+            got.append(g)
+            if len(got) == 2:  # two answered; two more are in flight when the server goes away
+                fake_openai.die()
+    assert [g.error for g in got] == [None, None]  # the in-flight requests were never yielded
+
+
+def test_engine_alive_false_stops_at_once_without_retries(fake_openai):
+    fake_openai.push(status=503, times=10)
+    config = ClientConfig(base_url=fake_openai.base_url, retries=5, backoff_s=0.01)
+    with pytest.raises(EngineGone, match="is gone .*HTTP 503"):
+        list(generate_all(config, [make_sample(0)], RequestSpec(model="fake-model"), 1, lambda: False))
+    assert len(fake_openai.posts()) == 1
 
 
 def test_malformed_response_becomes_error(fake_openai):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from longctx._errors import LongctxError
+from longctx._errors import EngineGone, LongctxError
 from longctx._protocols import RunnerConfig
 from longctx._records import Message, Prompt, Sample
 from longctx.runners._vllm_endpoint import Endpoint
@@ -173,9 +173,11 @@ def test_runner_raises_with_log_tail_when_server_dies_during_run(tmp_path, model
         context_tokens=1,
         max_new_tokens=4,
     )
-    with pytest.raises(LongctxError) as err:
-        list(runner.generate([sample]))
-    assert "vLLM server died during the run (code 7)" in str(err.value)
+    got: list = []
+    with pytest.raises(EngineGone) as err:  # the engine's failure, never the sample's error
+        got.extend(runner.generate([sample]))
+    assert got == []
+    assert str(err.value).startswith("vLLM server died during the run (code 7)")
     assert "fatal: engine core died" in str(err.value)
     runner.__exit__(None, None, None)
     assert runner.server is None

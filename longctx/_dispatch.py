@@ -1,0 +1,98 @@
+"""The dispatch of a sweep: send pending samples through a runner, score and record each answer.
+
+Each generation is scored (errors never are) and recorded in the run folder the moment it comes
+back, so an interruption at any point loses nothing finished. Two things end a dispatch early,
+leaving what did not finish pending for the next invocation of the same command:
+
+* :class:`~longctx._errors.EngineGone` from the runner (the launched server died, the endpoint
+  stopped accepting connections): what was in flight is dropped, never recorded as an error;
+* more than ``max_errors`` samples recorded with an error in this invocation:
+  :class:`~longctx._errors.TooManyErrors`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from longctx._errors import TooManyErrors
+from longctx._plan import Plan
+from longctx._protocols import NullProgress, Progress, Runner, Task
+from longctx._records import Generation, Result, Sample, sample_hash
+from longctx._store import RunStore
+
+
+@dataclass
+class Tally:
+    """What a dispatch recorded so far (kept up to date, so it is right when the dispatch stops)."""
+
+    new: int = 0
+    """Results recorded."""
+    errors: int = 0
+    """Of those, results that are errors."""
+    retried: int = 0
+    """Of those, retries of samples that had ended in an error."""
+
+
+def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: str) -> Result:
+    """Score a generation (errors are recorded, never scored)."""
+    scores: dict[str, float] = {}
+    score = None
+    if gen.error is None and gen.prediction is not None:
+        scores = task.scorer.score(gen.prediction, sample)
+        score = scores[task.scorer.metrics[0]]
+    keep = {k: v for k, v in sample.metadata.items() if k != "prefix_group"}
+    return Result(
+        sample_id=sample.id, task=sample.task, runner=runner, model=model, length=sample.length,
+        context_tokens=sample.context_tokens, depth=sample.depth, needle_positions=sample.needle_positions,
+        evidence_depth=sample.evidence_depth, prediction=gen.prediction if gen.error is None else None,
+        references=sample.references, score=score, scores=scores, error=gen.error, latency_s=gen.latency_s,
+        prompt_tokens=gen.prompt_tokens, cached_tokens=gen.cached_tokens, completion_tokens=gen.completion_tokens,
+        finished_at=time.time(), extra={**({"metadata": keep} if keep else {}), **gen.extra},
+        sample_hash=sample_hash(sample),
+    )
+
+
+def dispatch(
+    runner: Runner,
+    todo: Sequence[Sample],
+    plan: Plan,
+    store: RunStore,
+    *,
+    runner_name: str,
+    model: str,
+    tally: Tally,
+    max_errors: int | None = None,
+    progress: Progress | None = None,
+) -> None:
+    """Run ``todo`` through the entered ``runner`` and record every answer in ``store``.
+
+    Raises ``EngineGone`` (from the runner) or :class:`TooManyErrors`; ``tally`` then says what
+    was recorded before.
+    """
+    progress = progress or NullProgress()
+    progress.start(f"{runner_name}: {len(todo)} samples", total=len(todo))
+    wanted = {s.id for s in todo}
+    generations = iter(runner.generate(todo))
+    try:
+        for gen in generations:
+            if gen.sample_id not in wanted:
+                raise RuntimeError(f"runner returned unexpected sample id {gen.sample_id!r}")
+            wanted.discard(gen.sample_id)
+            sample, task = plan.by_id[gen.sample_id]
+            written = store.record(to_result(sample, gen, task, runner_name, model))
+            tally.new += 1
+            tally.errors += written.error is not None
+            tally.retried += written.attempts > 1
+            progress.advance()
+            if max_errors is not None and tally.errors > max_errors:
+                raise TooManyErrors(
+                    f"{tally.errors} samples failed, more than --max-errors {max_errors} allows "
+                    f"(last: {written.sample_id}: {written.error}); the rest stay pending"
+                )
+    finally:
+        close = getattr(generations, "close", None)
+        if close is not None:  # a generator: cancels what is still in flight
+            close()
+        progress.done()
