@@ -9,7 +9,7 @@ Facts from NVIDIA/RULER (``scripts/synthetic.yaml``, ``scripts/data/synthetic/ni
   while needles keep the plural;
 - keys: ``adjective-noun`` from wonderwords' lists, 7-digit numbers, or UUID4s; several queried keys
   are joined "a, b, and c"; tokens_to_generate 128; metric string_match_all.
-- layout: in the noise and needle haystacks every needle is a line of its own (``"\n".join`` of
+- layout: in the noise and needle haystacks every needle is a line of its own (``"\\n".join`` of
   lines with the needles inserted); in essays needles go at sentence boundaries
   ``int(n_sentences * depth / 100)`` and everything is joined by a space -- a needle at sentence 0
   too, which RULER writes as ``" " + needle`` (``" ".join(["", needle, ...])``): the context then
@@ -32,9 +32,10 @@ count the same way (lines; for essays a *word* count, so its last sentence may b
 never cuts a sentence, a line or a needle). ``metadata["fill"]`` = (prompt tokens +
 max_new_tokens) / length; the shortfall is smaller than the next unit, so fill >= 99% whenever one
 unit is at most 1% of ``length`` (a noise line is 25 SmolLM2 tokens with its newline: 99% from
-~2.5K on, at 1K down to ~97.6%; essay sentences above 1% of the length are rare from 4K on). For one sample index the haystack units of a shorter length are a prefix of
-those of a longer one, so prompts of two lengths (or two depths) are the same tokens up to the
-first needle of either: vLLM's prefix cache is hit across lengths and depths.
+~2.5K on, at 1K down to ~97.6%; essay sentences above 1% of the length are rare from 4K on). For
+one sample index the haystack units of a shorter length are a prefix of those of a longer one, so
+prompts of two lengths (or two depths) are the same tokens up to the first needle of either:
+vLLM's prefix cache is hit across lengths and depths.
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class _Layout:
     A needle goes before unit ``int(n_units * depth / 100)`` (after the last one at 100). Between
     any two neighbours stands the haystack's joiner, also between a needle that opens the context
     and unit 0 (:attr:`TokenStream.head`). What opens the context: in a line haystack the bare
-    first line or needle (the template's newline precedes it, as RULER's ``"\n".join``); in an
+    first line or needle (the template's newline precedes it, as RULER's ``"\\n".join``); in an
     essay a bare first sentence, or a needle with its space (RULER's ``" " + needle``).
     """
 
