@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-
+from longctx.reports import stats
 from longctx.reports.aggregate import DepthAxis, by_length, wilson_interval
 from longctx.reports.compare import (
     classify_runs,
@@ -292,3 +292,22 @@ def test_side_by_side_lists_samples_failing_in_any_run(pattern_runs):
     assert only_b.references == ("42",) and only_b.results["B"].prediction == "42"
     err = next(s for s in groups[(2048, 50.0)] if s.sample_id.endswith("|99"))
     assert err.results["A"].error == "timeout"
+
+
+def test_holm_family_spans_tasks_and_pairs():
+    def run(task: str, scores: list[float]):
+        return [make_result(f"{task}|{i}", task=task, score=s) for i, s in enumerate(scores)]
+
+    runs = {
+        "a": run("t1", [1.0] * 10) + run("t2", [1.0] * 6),
+        "b": run("t1", [0.0] * 9 + [1.0]) + run("t2", [0.0] * 6),
+        "c": run("t1", [1.0] * 10) + run("t2", [1.0] * 6),
+    }
+    tests = paired_tests(runs)
+    # 3 pairs x 2 tasks x (one length + all lengths) = 12 tests, one family
+    assert len(tests) == 12
+    raw = [t.p_value for t in tests]
+    assert [t.p_holm for t in tests] == pytest.approx(stats.holm(raw))
+    a_b_t1 = next(t for t in tests if (t.run_a, t.run_b, t.task, t.length) == ("a", "b", "t1", None))
+    assert a_b_t1.p_value == pytest.approx(2 / 2**9)  # 9 vs 0 discordant
+    assert a_b_t1.p_holm == pytest.approx(min(1.0, 12 * 2 / 2**9))  # the smallest of 12 p-values
