@@ -267,3 +267,27 @@ def test_essay_json_format_errors(tmp_path, smol_tokenizer):
         list(get_task("ruler/niah_single_2", {"essay_json": str(tmp_path / "none.json")}).samples(grid, smol_tokenizer))
     with pytest.raises(LongctxError, match="one essay source"):
         get_task("ruler/niah_single_2", {"essay_json": str(bad), "haystack_dir": str(tmp_path)})
+
+
+@pytest.mark.parametrize("name", ["ruler/niah_multikey_1", "ruler/niah_multivalue"])
+def test_other_needle_drawing_depth_0_opens_the_context_separated(name, smol_tokenizer):
+    """A non-target needle that draws grid depth 0 opens the context as RULER writes it:
+    ``" " + needle + " " + first sentence`` (never glued to the sentence)."""
+    task = get_task(name)
+    grid = Grid((1024,), (100.0,), 40, seed=4)
+    first = essay_sentences()[0]
+    opened = 0
+    for s in task.samples(grid, smol_tokenizer):
+        start = s.prompt.context_token_span[0]
+        if start not in s.needle_positions[1:]:
+            continue
+        opened += 1
+        ctx = context_text(s)
+        texts = [t for t, _ in task.needles(grid.seed, s.metadata["index"]).texts(task.value_kind)]
+        opener = texts[s.needle_positions.index(start)]
+        assert ctx.startswith(" " + opener + " "), ctx[:120]
+        rest = ctx[len(opener) + 2:]
+        while rest.startswith("One of the special magic"):  # more needles drew depth 0
+            rest = rest.split(". ", 1)[1]
+        assert rest.startswith(first), ctx[:200]
+    assert opened >= 1, "no sample drew depth 0 for another needle; pick another seed"
