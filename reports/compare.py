@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from longctx._errors import LongctxError
+from longctx._records import Result
 from longctx.reports import stats
 from longctx.reports.aggregate import (
     Cell,
@@ -46,8 +48,6 @@ from longctx.reports.cost import Cost, costs
 from longctx.reports.retrieval import RetrievalSplit, retrieval_splits
 from longctx.reports.runs import RunData, results_by_run
 
-from longctx._errors import LongctxError
-from longctx._records import Result
 
 #: RULER's threshold for effective length, percent: Llama-2-7B's average at 4K (NVIDIA/RULER,
 #: README.md: "exceeding a qualitative threshold, Llama-2-7b performance at 4K (85.6%)")

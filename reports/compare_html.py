@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from longctx._records import Result
+from longctx._versions import dist_version
 from longctx.reports import figures
 from longctx.reports.aggregate import DepthAxis, length_label, sort_bins
 from longctx.reports.compare import (
@@ -34,8 +36,6 @@ from longctx.reports.compare import (
 from longctx.reports.html import CSS, PLOTLY_CONFIG
 from longctx.reports.runs import RunData, results_by_run
 
-from longctx._records import Result
-from longctx._versions import dist_version
 
 #: characters of a prediction / reference shown inline; the full text is one click away
 INLINE_CHARS = 200

@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
+from longctx._records import Result
 from longctx.reports.aggregate import group
 
-from longctx._records import Result
 
 
 class Cost(msgspec.Struct, frozen=True):

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
+from longctx._records import Result
 from longctx.reports.aggregate import DepthAxis, group, sort_bins
 
-from longctx._records import Result
 
 
 def _mean(values: Sequence[float]) -> float | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+
+from longctx._errors import LongctxError
 from longctx.reports import stats
 from longctx.reports.aggregate import DepthAxis, by_length, wilson_interval
 from longctx.reports.compare import (
@@ -17,8 +19,6 @@ from longctx.reports.compare import (
 from longctx.reports.cost import cost_of
 from longctx.reports.retrieval import retrieval_split
 from longctx.reports.runs import load_runs
-
-from longctx._errors import LongctxError
 
 from .conftest import make_result, rag_extra, write_sweep_run
 
