@@ -143,6 +143,7 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
             note=f"all {len(shared)} shared samples have the same content hash",
         )
     # not the same text: then the recipe must be the same (seed and options of every shared task)
+    other = [k for k in shared if ka[k].sample_hash is None or ka[k].sample_hash != kb[k].sample_hash]
     unknown = []
     for what, path in [("grid.seed", ("grid", "seed"))] + [
         (f"task options of {t}", ("task_options", t)) for t in dict.fromkeys(k[0] for k in shared)
@@ -154,7 +155,7 @@ def classify_pair(a: RunData, b: RunData) -> PairIdentity:
             raise LongctxError(
                 f"runs {a.label} and {b.label} are not on the same samples: {what} differ "
                 f"({_clip(repr(va))} vs {_clip(repr(vb))}) and {len(shared) - same} of {len(shared)} shared "
-                f"samples have other content (e.g. {shared[0][1]})"
+                f"samples have other content (e.g. {other[0][1]})"
             )
     if missing:
         note = (

@@ -165,10 +165,17 @@ def test_other_references_are_refused_naming_one(tmp_path):
 
 
 def test_other_seed_with_other_content_is_refused(tmp_path):
-    a, b = _runs(_pattern(1024, 3, 1, 1, 1), hash_b=lambda sid: f"x{sid}")
+    rows = _pattern(1024, 3, 1, 1, 1)
+    odd = rows[3][0]
+    a, b = _runs(rows, hash_b=lambda sid: "x" if sid == odd else f"h-{sid}")
     runs = load_runs([write_sweep_run(tmp_path / "a", a, seed=1), write_sweep_run(tmp_path / "b", b, seed=2)])
-    with pytest.raises(LongctxError, match=r"grid.seed differ \(1 vs 2\)"):
+    with pytest.raises(LongctxError, match=r"grid.seed differ \(1 vs 2\)") as err:
         classify_runs(runs)
+    assert f"1 of 6 shared samples have other content (e.g. {odd})" in str(err.value)
+    # the same seed and options: equivalent, and the note counts the one sample that differs
+    runs = load_runs([write_sweep_run(tmp_path / "c", a, seed=1), write_sweep_run(tmp_path / "d", b, seed=1)])
+    (pair,) = classify_runs(runs)
+    assert pair.kind == "equivalent" and pair.same_hash == 5 and "1 of 6" in pair.note
 
 
 def test_no_shared_sample_is_refused(tmp_path):
