@@ -31,8 +31,10 @@ tokenization such that prompt + ``tokens_to_generate`` <= ``length``. RULER sear
 count the same way (lines; for essays a *word* count, so its last sentence may be cut -- longctx
 never cuts a sentence, a line or a needle). ``metadata["fill"]`` = (prompt tokens +
 max_new_tokens) / length; the shortfall is smaller than the next unit, so fill >= 99% whenever one
-unit is at most 1% of ``length`` (a noise line is 25 SmolLM2 tokens with its newline: 99% from
-~2.5K on, at 1K down to ~97.6%; essay sentences above 1% of the length are rare from 4K on). For
+unit is at most 1% of ``length``. With SmolLM2's tokenizer a noise line is 25 tokens with its
+newline (99% from ~2.5K on, at 1K down to ~97.6%), a UUID distractor line of niah_multikey_3 86
+(99% only from ~8.6K on; ~97% at 1K, ~98.5% at 4K), and essay sentences above 1% of the length
+are rare from 4K on (at 1K essays fill ~97%). For
 one sample index the haystack units of a shorter length are a prefix of those of a longer one, so
 prompts of two lengths (or two depths) are the same tokens up to the first needle of either:
 vLLM's prefix cache is hit across lengths and depths.

@@ -227,7 +227,7 @@ def test_needles_at_the_edges_are_separated_and_no_unit_is_cut(name, smol_tokeni
         next_tokens = len(smol_tokenizer.encode(joiner + following))
         assert 0 <= slack < next_tokens, (s.id, slack, next_tokens)
         assert s.metadata["fill"] >= 0.99 or next_tokens > 0.01 * s.length, (s.id, s.metadata["fill"])
-        if s.length >= 4096 and task.haystack != "essay":
+        if task.haystack == "noise" and s.length >= 4096:  # a noise line is 25 tokens < 1% of 4K
             assert s.metadata["fill"] >= 0.99, (s.id, s.metadata["fill"])
         # positions are exact: the target's text starts at its position (separator included)
         ids = s.prompt.token_ids
