@@ -309,22 +309,29 @@ def paired_tests(
     """Every two runs, per (task, length) and per task over all lengths, Holm-adjusted together.
 
     The whole page is one family: ``p_holm`` controls the chance of any false "significant"
-    among all the tests shown (Holm 1979), however many runs, tasks and lengths there are.
+    among all the tests shown (Holm 1979), however many runs, tasks and lengths there are. A task
+    with a single length has one test (its all-lengths row repeats it and is not counted twice).
     """
     binary = binary_tasks(runs)
     out: list[PairedTest] = []
+    slot: list[int] = []  # out[i]'s test in the Holm family (a one-length task's pooled row repeats it)
     for la, lb in combinations(runs, 2):
         for task, task_pairs in group(paired_scores(runs[la], runs[lb]), lambda p: p.task).items():
             by_len = group(task_pairs, lambda p: p.length)
-            for length in [*sorted(by_len), None]:
-                chosen = task_pairs if length is None else by_len[length]
-                pairs = [(p.a, p.b) for p in chosen]
+            for length in sorted(by_len):
+                pairs = [(p.a, p.b) for p in by_len[length]]
                 out.append(paired_test(task, length, la, lb, pairs, binary[task], resamples, seed))
-    tested = [i for i, t in enumerate(out) if t.p_value is not None]
-    adjusted = stats.holm([out[i].p_value for i in tested])
-    for i, p in zip(tested, adjusted):
-        out[i] = msgspec.structs.replace(out[i], p_holm=p)
-    return out
+                slot.append(len(out) - 1)
+            if len(by_len) == 1:  # all lengths = the one length: same data, same test, counted once
+                out.append(msgspec.structs.replace(out[-1], length=None))
+                slot.append(slot[-1])
+            else:
+                pairs = [(p.a, p.b) for p in task_pairs]
+                out.append(paired_test(task, None, la, lb, pairs, binary[task], resamples, seed))
+                slot.append(len(out) - 1)
+    family = sorted({j for j in slot if out[j].p_value is not None})
+    adjusted = dict(zip(family, stats.holm([out[j].p_value for j in family])))
+    return [msgspec.structs.replace(t, p_holm=adjusted.get(j)) for t, j in zip(out, slot)]
 
 
 # ---- effective length ---------------------------------------------------------------------------

@@ -102,7 +102,8 @@ samples, p-value from the resampled differences shifted to mean 0. The interval 
 McNemar's, which can disagree with the interval on few discordant pairs). <b>Holm</b>: every p-value on this
 page is
 adjusted together with Holm's step-down procedure (Holm 1979), controlling the family-wise error rate;
-highlighted rows have Holm-adjusted p &lt; 0.05. <i>Right</i> in the counts means full credit (score 1).</p>
+highlighted rows have Holm-adjusted p &lt; 0.05 (a task with one length has one test, shown in both its
+rows). <i>Right</i> in the counts means full credit (score 1).</p>
 <p><b>Effective length</b> follows RULER (Hsieh et al. 2024): the longest tested length up to which the
 accuracy stays at or above the threshold (RULER: Llama-2-7B's 85.6% at 4K), with the Wilson interval at
 that length; <i>&ge;L</i> means every tested length passed, <i>&lt;L</i> that the shortest did not.</p>
@@ -545,7 +546,14 @@ def render_compare(
     if not tasks:
         body.append("<p class='muted'>These runs have no results yet.</p>")
     nav.append("<a href='#methods'>Methods</a>")
-    n_tests = sum(t.p_value is not None for t in comp.tests)
+    per_length = [
+        (t.run_a, t.run_b, t.task) for t in comp.tests if t.length is not None and t.p_value is not None
+    ]
+    n_tests = len(per_length) + sum(
+        1
+        for t in comp.tests
+        if t.length is None and t.p_value is not None and per_length.count((t.run_a, t.run_b, t.task)) > 1
+    )
     generated = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

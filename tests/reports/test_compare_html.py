@@ -111,9 +111,9 @@ def test_significant_rows_are_marked(tmp_path):
     a = [make_result(f"s{i}", score=1.0) for i in range(12)]
     b = [make_result(f"s{i}", score=0.0 if i < 11 else 1.0) for i in range(12)]
     page = render_compare(load_runs([write_sweep_run(tmp_path / "a", a), write_sweep_run(tmp_path / "b", b)]))
-    # one length: the per-length and the overall test are the same data, both p = 2^-10, Holm 2^-9
+    # one length: the per-length and the all-lengths row are one test (p = 2 * 2^-11), counted once
     assert page.count("<tr class='sig'>") == 1 and page.count("<tr class='sig total'>") == 1
-    assert page.count("<b>0.0020</b>") == 2
+    assert page.count("<b>0.0010</b>") == 2
 
 
 def test_side_by_side_summary_separates_wrong_answers_from_errors(tmp_path):
