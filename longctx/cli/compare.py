@@ -116,10 +116,12 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             title=f"{task}  (all lengths)",
             title_justify="left",
             caption_justify="left",
-            caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER); per sample",
+            caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER) / the same on the "
+            "Wilson lower bound; s/sample and prompt tokens per sample",
         )
-        for name in ("run", "acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt tok"):
-            table.add_column(name, justify="left" if name == "run" else "right")
+        table.add_column("run", overflow="fold")
+        for name in ("acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt"):
+            table.add_column(name, justify="right", no_wrap=True)
         for m in comp.lengths:
             if m.task != task or m.length is not None:
                 continue
@@ -133,7 +135,7 @@ def print_comparison(comp: Comparison, console: Console) -> None:
                 ci,
                 str(s.scored),
                 str(s.errors),
-                eff.label,
+                f"{eff.label} / {eff.conservative}",
                 "-" if cost.latency_s is None else f"{cost.latency_s:.2f}",
                 "-" if cost.prompt_tokens is None else f"{cost.prompt_tokens:,.0f}",
             )
@@ -147,8 +149,10 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             caption_justify="left",
             caption="A-B in points; p Holm-adjusted over all tests; errors left out",
         )
-        for name in ("A", "B", "pairs", "only A", "only B", "A-B", "95% CI", "test", "p Holm"):
-            table.add_column(name, justify="left" if name in ("A", "B") else "right")
+        for name in ("A", "B"):
+            table.add_column(name, overflow="fold")
+        for name in ("pairs", "only A", "only B", "A-B", "95% CI", "test", "p Holm"):
+            table.add_column(name, justify="right", no_wrap=True)
         for t in tests:
             sig = t.p_holm is not None and t.p_holm < 0.05
             table.add_row(

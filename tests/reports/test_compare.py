@@ -213,6 +213,15 @@ def test_effective_length_stays_above_threshold():
     assert (low.length, low.label, low.first_below) == (None, "<1K", 1024)
 
 
+def test_conservative_effective_length_uses_the_wilson_lower_bound():
+    # 40/40 at 1K: Wilson low 40 / (40 + z^2) = 0.912; 38/40 at 2K: accuracy 95% but low 0.835
+    margins = by_length(_accuracy_runs({1024: 40, 2048: 38}, n=40))
+    e = effective_length(margins, "r", TASK)
+    assert (e.label, e.conservative) == (">=2K", "1K")
+    small = effective_length(by_length(_accuracy_runs({1024: 10, 2048: 9})), "r", TASK)
+    assert (small.label, small.conservative) == (">=2K", "<1K")  # 10/10: low 0.72 < 0.856
+
+
 def test_effective_length_treats_all_error_lengths_as_below():
     runs = _accuracy_runs({1024: 10})
     runs["r"] += [make_result(f"{TASK}|L2048|{i}", length=2048, error="HTTP 500") for i in range(3)]
