@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from longctx._errors import TooManyErrors
 from longctx._plan import Plan
@@ -65,8 +66,10 @@ def dispatch(
     tally: Tally,
     max_errors: int | None = None,
     progress: Progress | None = None,
+    conditions: dict[str, Any] | None = None,
 ) -> None:
-    """Run ``todo`` through the entered ``runner`` and record every answer in ``store``.
+    """Run ``todo`` through the entered ``runner`` and record every answer in ``store``, stamped
+    with the store's session and ``conditions`` (what can change results in this session).
 
     Raises ``EngineGone`` (from the runner) or :class:`TooManyErrors`; ``tally`` then says what
     was recorded before.
@@ -81,7 +84,9 @@ def dispatch(
                 raise RuntimeError(f"runner returned unexpected sample id {gen.sample_id!r}")
             wanted.discard(gen.sample_id)
             sample, task = plan.by_id[gen.sample_id]
-            written = store.record(to_result(sample, gen, task, runner_name, model))
+            result = to_result(sample, gen, task, runner_name, model)
+            result.session, result.conditions = store.session, dict(conditions or {})
+            written = store.record(result)
             tally.new += 1
             tally.errors += written.error is not None
             tally.retried += written.attempts > 1

@@ -151,6 +151,14 @@ class Result(msgspec.Struct):
     ``results.jsonl`` and the last line wins."""
     previous_error: str | None = None
     """The error of the attempt before this one (None on a first attempt)."""
+    session: int | None = None
+    """Index into ``manifest.json``'s ``sessions`` of the sweep invocation that produced this
+    result; None in older run folders."""
+    conditions: dict[str, Any] = {}
+    """What can change this result besides the sample and the model, as its session ran:
+    ``engine_version``, ``dtype`` the engine ran, ``concurrency`` (requests in flight),
+    ``max_num_seqs`` (sequences per engine step), ``deterministic``. None = not known; empty in
+    older run folders and for runners that do not say."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -7,6 +7,11 @@ before the next append. A run folder is locked (``flock``) while a sweep writes 
 
 Reusing a folder with a different configuration is refused, naming the differing keys.
 
+Sessions: every invocation that opens a folder for writing appends a record to the manifest's
+``sessions`` list (started, argv, host, git sha, then the runner's ``conditions``: engine version,
+dtype, concurrency, ...; finished, recorded, why it stopped). Results name their session. A resume
+whose conditions could change results is refused unless mixing is allowed (:func:`mixed_conditions`).
+
 Exactly once: a sample has at most one *scored* line. A sample whose last line is an error may be
 retried (a new line with ``attempts`` + 1 and the ``previous_error``); readers take the last line
 per sample (:meth:`RunStore.latest`), so earlier failed attempts stay visible without being counted.
@@ -30,7 +35,36 @@ from longctx._records import Result, decode, encode
 
 MANIFEST = "manifest.json"
 RESULTS = "results.jsonl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: ``sessions`` is a list of session records (1: a count)."""
+
+#: session conditions that can change greedy results; ``concurrency`` and ``max_num_seqs`` do not
+#: when both sessions ran deterministic
+CONDITION_KEYS = ("engine_version", "dtype", "deterministic", "concurrency", "max_num_seqs")
+BATCH_KEYS = ("concurrency", "max_num_seqs")
+
+
+def mixed_conditions(earlier: list[dict[str, Any]], now: dict[str, Any]) -> list[str]:
+    """How ``now`` differs from the conditions of ``earlier`` sessions, in what can change results
+    (e.g. ``["concurrency 4 -> 1"]``). Unknown values (None or absent) are not compared; batch
+    settings are not compared between two deterministic sessions."""
+    out: list[str] = []
+    for key in CONDITION_KEYS:
+        new = now.get(key)
+        if new is None:
+            continue
+        olds = []
+        for cond in earlier:
+            old = cond.get(key)
+            if old is None or old == new:
+                continue
+            if key in BATCH_KEYS and cond.get("deterministic") and now.get("deterministic"):
+                continue
+            olds.append(old)
+        if olds:
+            shown = ", ".join(str(o) for o in dict.fromkeys(olds))
+            out.append(f"{key} {shown} -> {new}")
+    return out
 
 
 def config_hash(identity: dict[str, Any]) -> str:
@@ -79,6 +113,19 @@ def read_results(path: Path) -> tuple[list[Result], int]:
     return results, good
 
 
+SESSION_FIELDS = ("argv", "host", "git_sha", "pid", "runner_config")
+"""Fields of ``info`` that describe one invocation and are copied into its session record."""
+
+
+def _session_list(value: Any) -> list[dict[str, Any]]:
+    """``sessions`` as a list: format 1 stored a count (those sessions' details are unknown)."""
+    if isinstance(value, list):
+        return [dict(s) for s in value]
+    if isinstance(value, int):
+        return [{"index": i, "details": "unknown (older run folder)"} for i in range(value)]
+    return []
+
+
 def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as fh:
         fh.seek(-1, os.SEEK_END)
@@ -98,6 +145,8 @@ class RunStore:
         self.results: list[Result] = []
         """Every line of ``results.jsonl`` in order (retries included; see :meth:`latest`)."""
         self._lines: dict[str, list[Result]] | None = None
+        self.session: int | None = None
+        """Index of this invocation's record in the manifest's ``sessions`` (when writing)."""
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -147,6 +196,9 @@ class RunStore:
         elif store.results_path.exists() and store.results_path.stat().st_size:
             raise LongctxError(f"corrupt run folder: {store.root} has results but no {MANIFEST}")
         now = time.time()
+        sessions = _session_list(store.manifest.get("sessions"))
+        session_info = {k: info[k] for k in SESSION_FIELDS if k in info}
+        sessions.append({"index": len(sessions), "started_at": now, **session_info})
         manifest = {
             "format": FORMAT_VERSION,
             "identity": identity,
@@ -154,9 +206,10 @@ class RunStore:
             "created_at": store.manifest.get("created_at", now),
             **info,
             "updated_at": now,
-            "sessions": store.manifest.get("sessions", 0) + 1,
+            "sessions": sessions,
         }
         store._write_manifest(manifest)
+        store.session = len(sessions) - 1
         store.results, good = read_results(store.results_path)
         fd = os.open(store.results_path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
@@ -240,6 +293,27 @@ class RunStore:
         self.results.append(result)
         if self._lines is not None:
             self._lines.setdefault(result.sample_id, []).append(result)
+
+    @property
+    def sessions(self) -> list[dict[str, Any]]:
+        """The manifest's session records, oldest first (count-only older manifests give stubs)."""
+        return _session_list(self.manifest.get("sessions"))
+
+    def update_session(self, **fields: Any) -> None:
+        """Merge ``fields`` into this invocation's session record (atomic manifest replace)."""
+        if self.session is None:
+            raise RuntimeError("store not open for writing")
+        sessions = self.sessions
+        sessions[self.session] = {**sessions[self.session], **fields}
+        self.update_manifest(sessions=sessions)
+
+    def conditions_of_results(self) -> list[dict[str, Any]]:
+        """The distinct ``conditions`` of the results readers see (last line per sample)."""
+        seen: dict[str, dict[str, Any]] = {}
+        for r in self.latest().values():
+            if r.conditions:
+                seen.setdefault(json.dumps(r.conditions, sort_keys=True, default=str), r.conditions)
+        return list(seen.values())
 
     def update_manifest(self, **fields: Any) -> None:
         """Merge ``fields`` into the manifest (atomic replace)."""

@@ -10,6 +10,11 @@ every sample, open the run folder (refusing a different configuration), and only
 engine. Samples already scored are skipped; samples whose last result is an error are retried
 unless ``keep_errors``. When the engine is gone or too many samples fail the sweep stops at once
 (:class:`~longctx._errors.SweepStopped`, carrying the outcome); the same command resumes.
+
+Same command, same numbers: each invocation is a session in the manifest with the runner's
+``conditions()`` (engine version, dtype, concurrency, ...; optional on runners), stamped on every
+result it records. A resume whose conditions differ from those of the recorded results in a way
+that can change them is refused unless ``allow_mixed``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from longctx._dispatch import Tally, dispatch, to_result
 from longctx._errors import LongctxError, SweepStopped
 from longctx._plan import as_dict, build_plan, options_for, order_for_prefix_cache, run_identity
 from longctx._protocols import Grid, NullProgress, Progress, RunnerConfig, Runner
 from longctx._registry import get_runner_entry, get_task, parse_options
-from longctx._store import RunStore
+from longctx._store import RunStore, mixed_conditions
 from longctx._versions import environment_versions
 
 __all__ = ["SweepOutcome", "SweepSpec", "options_for", "order_for_prefix_cache", "run_sweep", "to_result"]
@@ -58,6 +64,11 @@ class SweepSpec:
     """Keep samples whose last result is an error as they are (default: retry them)."""
     max_errors: int | None = None
     """Stop (``TooManyErrors``) as soon as more than this many samples fail in this invocation."""
+    deterministic: bool = False
+    """Ask the runner for batch-independent greedy results (its ``deterministic`` option)."""
+    allow_mixed: bool = False
+    """Resume even when this session's conditions (concurrency, dtype, engine version) differ from
+    those of the results already recorded; the manifest and the results say so."""
 
 
 @dataclass
@@ -93,6 +104,27 @@ def _git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _conditions(runner: Runner) -> dict[str, Any]:
+    """The runner's ``conditions()`` (what can change results this session), {} if it has none."""
+    method = getattr(runner, "conditions", None)
+    return dict(method()) if callable(method) else {}
+
+
+def _refuse_mixed(spec: SweepSpec, store: RunStore, earlier: list[dict[str, Any]],
+                  now: dict[str, Any]) -> list[str]:
+    """How ``now`` differs from the recorded results' conditions; LongctxError unless mixing is allowed."""
+    diff = mixed_conditions(earlier, now)
+    if diff and not spec.allow_mixed:
+        message = (
+            f"{store.root} holds results recorded with other settings that can change them "
+            f"({'; '.join(diff)}); rerun with the same settings, with --allow-mixed to mix them, "
+            "or with another --out (under --deterministic, concurrency does not change results)"
+        )
+        store.update_session(refused=message)
+        raise LongctxError(message)
+    return diff
+
+
 def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome:
     """Plan, check, run and record a sweep (resumable).
 
@@ -106,7 +138,13 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError("--max-errors must be 0 or more")
     tasks = [get_task(name, options_for(name, spec.task_options)) for name in spec.tasks]
     entry = get_runner_entry(spec.runner)
-    runner_opts = parse_options(entry.factory, spec.runner_options, f"runner {spec.runner}")
+    runner_options = dict(spec.runner_options)
+    if spec.deterministic:
+        fields = getattr(getattr(entry.factory, "Options", None), "__struct_fields__", ())
+        if "deterministic" not in fields:
+            raise LongctxError(f"runner {spec.runner} has no deterministic mode (drop --deterministic)")
+        runner_options.setdefault("deterministic", "true")
+    runner_opts = parse_options(entry.factory, runner_options, f"runner {spec.runner}")
     runner: Runner = entry.factory(config=spec.runner_config, options=runner_opts, progress=progress)
 
     window = runner.context_window()
@@ -128,6 +166,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         "git_sha": _git_sha(),
         "argv": sys.argv,
         "host": platform.node(),
+        "pid": os.getpid(),
         "planned": len(plan),
     }
     store = RunStore.open_for_write(spec.out, identity, info)
@@ -136,13 +175,18 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         outcome = SweepOutcome(store, len(plan), len(plan) - pending.new - pending.retry,
                                kept_errors=pending.kept_errors)
         tally = Tally()
+        earlier = store.conditions_of_results()
         try:
             if pending.todo:
+                _refuse_mixed(spec, store, earlier, _conditions(runner))  # what is known before start
                 with runner:
+                    conditions = _conditions(runner)
+                    mixed = _refuse_mixed(spec, store, earlier, conditions)
                     store.update_manifest(model_identity=runner.identity(), started_at=time.time())
+                    store.update_session(conditions=conditions, **({"mixed": mixed} if mixed else {}))
                     dispatch(runner, pending.todo, plan, store, runner_name=spec.runner,
                              model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
-                             progress=progress)
+                             progress=progress, conditions=conditions)
         except SweepStopped as exc:
             outcome.stopped = str(exc).splitlines()[0]
             exc.outcome = outcome
@@ -151,8 +195,9 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
             outcome.new, outcome.errors, outcome.retried = tally.new, tally.errors, tally.retried
             left = plan.pending(store.latest(), spec.keep_errors)
             outcome.pending = left.new + left.retry
-            store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid(),
-                                  stopped=outcome.stopped)
+            store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid())
+            store.update_session(finished_at=time.time(), recorded=tally.new, errors=tally.errors,
+                                 stopped=outcome.stopped)
         return outcome
     finally:
         store.close()

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from longctx._records import Result
-from longctx._store import RunStore
+from longctx._store import BATCH_KEYS, CONDITION_KEYS, RunStore
 from longctx.reports.aggregate import latest
 
 
@@ -27,7 +27,9 @@ class RunData(msgspec.Struct):
     """Results, one per sample id (the last attempt wins)."""
 
     def info(self) -> dict[str, str]:
-        """Key facts for the report header: model, runner, tasks, created, updated, sessions.
+        """Key facts for the report header: model, runner, tasks, created, updated, sessions, and
+        ``mixed`` when the results were recorded under conditions that can change them
+        (:meth:`mixed`).
 
         Read from the manifest (top level, then ``identity``), falling back to the results for
         model and runner, so reports work with any manifest layout; tasks are the ones present in
@@ -51,10 +53,26 @@ class RunData(msgspec.Struct):
             "tasks": from_results("task") or _short(pick("tasks", "task")),
             "created": _when(pick("created_at")),
             "updated": _when(pick("updated_at")),
-            "sessions": str(pick("sessions") or ""),
+            "sessions": _count(pick("sessions")),
             "config hash": str(pick("config_hash") or ""),
+            "mixed": "; ".join(f"{k} {', '.join(v)}" for k, v in self.mixed().items()),
         }
         return {k: v for k, v in out.items() if v}
+
+    def mixed(self) -> dict[str, list[str]]:
+        """Conditions that differ between the results (``{"concurrency": ["4", "1"]}``), in what
+        can change them (:data:`longctx._store.CONDITION_KEYS`); batch settings are ignored when
+        every result was deterministic. Empty for a run recorded under one set of conditions."""
+        conds = [r.conditions for r in self.results if r.conditions]
+        all_deterministic = bool(conds) and all(c.get("deterministic") for c in conds)
+        out: dict[str, list[str]] = {}
+        for key in CONDITION_KEYS:
+            if all_deterministic and key in BATCH_KEYS:
+                continue
+            values = list(dict.fromkeys(str(c.get(key)) for c in conds if c.get(key) is not None))
+            if len(values) > 1:
+                out[key] = values
+        return out
 
 
 def _short(value: Any) -> str:
@@ -69,6 +87,13 @@ def _short(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(_short(v) for v in value)
     return str(value)
+
+
+def _count(value: Any) -> str:
+    """Sessions as a count (a list of session records, or the count older manifests stored)."""
+    if isinstance(value, list):
+        return str(len(value))
+    return str(value or "")
 
 
 def _when(value: Any) -> str:

@@ -6,6 +6,8 @@ validates a whole batch before running it; when a batch is rejected (e.g. one pr
 the context) its samples are retried one by one so only the bad one gets an ``error``.
 ``latency_s`` is the wall time of the batch call the sample ran in (exact for ``batch_size`` 1).
 There is no per-request timeout or retry here (``timeout_s`` / ``retries`` concern servers).
+``deterministic`` applies the same settings as the launched server's deterministic mode
+(:func:`~longctx.runners._vllm_server.deterministic_settings`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from longctx._errors import EngineGone, LongctxError
 from longctx._records import Generation, Sample
 from longctx.runners._openai_client import one_line
-from longctx.runners._vllm_server import cpu_environment
+from longctx.runners._vllm_server import cpu_environment, deterministic_settings
 
 
 class OfflineEngine:
@@ -35,6 +37,8 @@ class OfflineEngine:
         dtype: str = "auto",
         enforce_eager: bool | None = None,
         kv_cache_gib: int | None = None,
+        max_num_seqs: int | None = None,
+        deterministic: bool = False,
     ):
         try:
             import vllm
@@ -44,6 +48,12 @@ class OfflineEngine:
                 "engine=offline needs vLLM: pip install 'longctx[cpu]' (or 'longctx[gpu]')"
             ) from None
         on_cpu = current_platform.is_cpu()
+        if deterministic:
+            dtype, seqs, env = deterministic_settings(current_platform.device_type, dtype)
+            max_num_seqs = seqs or max_num_seqs
+            os.environ.update(env)
+        self.max_num_seqs = max_num_seqs
+        """Sequences per engine step (None = vLLM's default)."""
         if on_cpu:  # read by the engine core when it starts, so set before LLM()
             os.environ.update(cpu_environment(dict(os.environ), kv_cache_gib))
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
@@ -61,11 +71,15 @@ class OfflineEngine:
                 enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
                 enable_prefix_caching=True,
                 generation_config="vllm",
+                **({"max_num_seqs": max_num_seqs} if max_num_seqs else {}),
             )
         except Exception as exc:  # engine start-up failures are setup problems
             raise LongctxError(
                 f"vLLM offline engine failed to start: {one_line(str(exc) or type(exc).__name__)}"
             ) from None
+        resolved = getattr(getattr(self.llm.llm_engine, "model_config", None), "dtype", None)
+        self.dtype = str(resolved).removeprefix("torch.") if resolved is not None else None
+        """The dtype the engine runs (e.g. ``bfloat16``: vLLM's CPU path downcasts float32)."""
 
     def _params(self, sample: Sample, seed: int) -> Any:
         return self._vllm.SamplingParams(temperature=0.0, max_tokens=sample.max_new_tokens, seed=seed)

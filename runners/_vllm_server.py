@@ -9,6 +9,13 @@ Whether the machine is GPU-less is decided by vLLM itself (``vllm.platforms.curr
 asked once in a short subprocess so the caller never imports torch); on the CPU platform the server
 gets ``--enforce-eager`` by default (no graph capture; starts in ~40 s instead of minutes) and the
 CPU environment variables below unless the user set them.
+
+Deterministic mode (:func:`deterministic_settings`): greedy answers that do not depend on how many
+requests are in flight. vLLM's batch-invariant kernels (``VLLM_BATCH_INVARIANT``) exist for CUDA,
+ROCm and XPU only (vllm 0.32 ``model_executor/determinism/batch_invariant.py`` installs Triton
+overrides, and the CPU build ships without Triton), so on the CPU platform the mode runs float32
+(the CPU path otherwise downcasts a float32 model to bfloat16) with one sequence per engine step
+(``--max-num-seqs 1``): every request then sees the same batch shape whatever the client sends.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -207,6 +215,30 @@ def cpu_environment(environ: dict[str, str], kv_cache_gib: int | None = None) ->
     return env
 
 
+def deterministic_settings(device_type: str | None, dtype: str) -> tuple[str, int | None, dict[str, str]]:
+    """``(dtype, max_num_seqs, environment)`` that make greedy results batch-independent.
+
+    CPU: float32 unless ``dtype`` is set, one sequence per step. Other platforms: vLLM's
+    batch-invariant mode (``VLLM_BATCH_INVARIANT=1``; not measured here: no GPU).
+    """
+    if device_type == "cpu":
+        return ("float32" if dtype == "auto" else dtype), 1, {}
+    return dtype, None, {"VLLM_BATCH_INVARIANT": "1"}
+
+
+_DTYPE_IN_LOG = re.compile(r"with config: .*?\bdtype=torch\.(\w+)")
+
+
+def engine_dtype_from_log(path: Path | None) -> str | None:
+    """The dtype vLLM resolved (``dtype=torch.bfloat16`` in its engine-config log line), if logged."""
+    if path is None or not path.exists():
+        return None
+    with open(path, "rb") as fh:
+        text = fh.read(4 * 1024 * 1024).decode("utf-8", errors="replace")
+    found = _DTYPE_IN_LOG.findall(text)
+    return found[-1] if found else None
+
+
 @dataclass
 class ServerConfig:
     """How to launch a vLLM server for one local model folder."""
@@ -235,6 +267,10 @@ class ServerConfig:
     """Give up when ``/health`` is not OK after this long."""
     extra_args: tuple[str, ...] = ()
     """Further server flags, appended as given."""
+    max_num_seqs: int | None = None
+    """``--max-num-seqs`` (sequences per engine step); None = vLLM's default."""
+    deterministic: bool = False
+    """Batch-independent greedy results (:func:`deterministic_settings`)."""
     python: str = field(default_factory=lambda: sys.executable)
     """The interpreter that has vLLM installed."""
 
@@ -248,6 +284,12 @@ class VLLMServer:
         self.port = config.port or free_port(config.host)
         self.version: str | None = None
         self.device_type: str | None = None
+        self.dtype: str | None = None
+        """The dtype the engine runs (from its log once started; the request when not logged)."""
+        self.max_num_seqs: int | None = config.max_num_seqs
+        """Sequences per engine step as launched (None = vLLM's default)."""
+        self._dtype_flag = config.dtype
+        self._extra_env: dict[str, str] = {}
         self.process: ServerProcess | None = None
         self._temp_log_dir: Path | None = None
 
@@ -283,7 +325,7 @@ class VLLMServer:
             "--seed",
             str(cfg.seed),
             "--dtype",
-            cfg.dtype,
+            self._dtype_flag,
             "--enable-prompt-tokens-details",
             "--enable-prefix-caching",
             "--generation-config",
@@ -294,6 +336,8 @@ class VLLMServer:
             cmd += ["--max-model-len", str(cfg.max_model_len)]
         if enforce_eager:
             cmd.append("--enforce-eager")
+        if self.max_num_seqs:
+            cmd += ["--max-num-seqs", str(self.max_num_seqs)]
         return cmd + list(cfg.extra_args)
 
     def start(self) -> VLLMServer:
@@ -308,11 +352,18 @@ class VLLMServer:
             self.progress.done()
         self.version, self.device_type = info.get("version"), info.get("device_type")
         on_cpu = self.device_type == "cpu"
+        if cfg.deterministic:
+            self._dtype_flag, seqs, self._extra_env = deterministic_settings(self.device_type, cfg.dtype)
+            self.max_num_seqs = seqs or self.max_num_seqs
         enforce_eager = on_cpu if cfg.enforce_eager is None else cfg.enforce_eager
         env = cpu_environment(dict(os.environ), cfg.kv_cache_gib) if on_cpu else dict(os.environ)
+        env.update(self._extra_env)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.pop("VLLM_API_KEY", None)  # the launched server is local and keyless
-        return self.launch(self.command(enforce_eager), env)
+        self.launch(self.command(enforce_eager), env)
+        self.dtype = engine_dtype_from_log(self.process.log_path if self.process else None)
+        self.dtype = self.dtype or (None if self._dtype_flag == "auto" else self._dtype_flag)
+        return self
 
     def launch(self, cmd: Sequence[str], env: dict[str, str]) -> VLLMServer:
         """Run ``cmd`` as the server and wait for ``/health``; stops it again on any failure or Ctrl-C."""

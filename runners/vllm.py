@@ -64,6 +64,13 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     """Give up when the launched server is not healthy after this many seconds."""
     server_args: str = ""
     """Further ``vllm serve`` flags for the launched server, shell-quoted (e.g. ``--max-num-seqs 8``)."""
+    max_num_seqs: int | None = None
+    """Sequences per engine step (``--max-num-seqs``; offline too); default: vLLM's."""
+    deterministic: bool = False
+    """Greedy answers independent of ``--concurrency`` and of server vs offline (``longctx sweep
+    --deterministic`` sets it). CPU: float32 unless ``dtype`` is set, and one sequence per engine
+    step; CUDA: vLLM's ``VLLM_BATCH_INVARIANT=1`` (not measured here); ``--endpoint``: one request
+    at a time (the server's own settings are out of reach)."""
     gone_after: int = 8
     """Connection failures in a row (refused, reset, dropped) after which the server counts as gone
     and the sweep stops (a launched server that exited counts as gone at once)."""
@@ -78,8 +85,11 @@ class VLLMRunner:
 
     name = "vllm"
     Options = VLLMOptions
-    volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after")
-    """Options that do not change results (left out of the run's identity, so a resume may differ)."""
+    volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after", "deterministic",
+                        "max_num_seqs")
+    """Options left out of the run's identity, so a resume may differ: they do not change results,
+    or (``deterministic``, ``max_num_seqs``) they are part of each session's :meth:`conditions`,
+    which a resume compares instead."""
 
     def __init__(
         self, config: RunnerConfig, options: VLLMOptions | None = None, progress: Progress | None = None
@@ -109,6 +119,8 @@ class VLLMRunner:
                 )
         if self.options.tokenizer and not Path(self.options.tokenizer).expanduser().is_dir():
             raise LongctxError(f"-O tokenizer={self.options.tokenizer}: no such folder")
+        if self.options.deterministic and "--max-num-seqs" in self.options.server_args:
+            raise LongctxError("runner vllm: deterministic mode sets --max-num-seqs; drop it from server_args")
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -129,6 +141,8 @@ class VLLMRunner:
                     dtype=opts.dtype,
                     enforce_eager=opts.enforce_eager,
                     kv_cache_gib=opts.kv_cache_gib,
+                    max_num_seqs=opts.max_num_seqs,
+                    deterministic=opts.deterministic,
                 )
             finally:
                 self.progress.done()
@@ -147,6 +161,8 @@ class VLLMRunner:
                     log_dir=Path(opts.log_dir).expanduser() if opts.log_dir else None,
                     start_timeout_s=opts.start_timeout_s,
                     extra_args=tuple(shlex.split(opts.server_args)),
+                    max_num_seqs=opts.max_num_seqs,
+                    deterministic=opts.deterministic,
                 ),
                 self.progress,
             )
@@ -195,11 +211,7 @@ class VLLMRunner:
             ident.update(
                 {
                     "engine": f"vllm-{self.options.engine}",
-                    "vllm_version": (
-                        self.server.version
-                        if self.server and self.server.version
-                        else installed_vllm_version()
-                    ),
+                    "vllm_version": self._engine_version(),
                     "max_model_len": self._max_model_len(),
                     "dtype": self.options.dtype,
                 }
@@ -211,13 +223,42 @@ class VLLMRunner:
         ident["mode"] = self.config.mode
         return ident
 
+    def _engine_version(self) -> str | None:
+        if self._offline is not None:
+            return self._offline.version
+        if self.server is not None and self.server.version:
+            return self.server.version
+        if self.endpoint is not None and self.model is None:
+            return self.endpoint.vllm_version
+        return installed_vllm_version()
+
+    def _concurrency(self) -> int:
+        """Requests in flight: ``concurrency``, or 1 for a deterministic run against an endpoint."""
+        return 1 if self.options.deterministic and self.model is None else self.config.concurrency
+
+    def conditions(self) -> dict[str, Any]:
+        """What can change greedy results besides the sample and the model, for this session:
+        engine version, the dtype the engine runs, requests in flight, sequences per engine step,
+        deterministic mode (known once the runner is entered; None where the engine does not say)."""
+        engine = self._offline if self._offline is not None else self.server
+        dtype = getattr(engine, "dtype", None)
+        if dtype is None and self.options.dtype != "auto":
+            dtype = self.options.dtype
+        return {
+            "engine_version": self._engine_version(),
+            "dtype": dtype,
+            "concurrency": self._concurrency(),
+            "max_num_seqs": getattr(engine, "max_num_seqs", None) or self.options.max_num_seqs,
+            "deterministic": self.options.deterministic,
+        }
+
     # ---- generation -------------------------------------------------------------------------------
 
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:
         """Generations for ``samples`` (submitted in the order given), yielded as they finish."""
         if self._offline is not None:
             yield from self._offline.generate(
-                samples, self.config.mode, self.config.seed, batch_size=self.config.concurrency
+                samples, self.config.mode, self.config.seed, batch_size=self._concurrency()
             )
             return
         if self.endpoint is None:
@@ -239,7 +280,7 @@ class VLLMRunner:
         server = self.server
         alive = server.alive if server is not None else None
         try:
-            with closing(generate_all(client, samples, spec, self.config.concurrency, alive)) as generations:
+            with closing(generate_all(client, samples, spec, self._concurrency(), alive)) as generations:
                 for generation in generations:
                     # a dying server may answer HTTP 5xx before its process exits: give it a moment
                     if generation.error and server is not None and server.died(

@@ -20,6 +20,8 @@ Examples:
                 --endpoint http://127.0.0.1:8000/v1 --model NAME --out runs/attached
 Rerunning the same command resumes: scored samples are skipped, samples whose last
 result is an error are retried (--keep-errors keeps them).
+A resume with settings that can change results (concurrency, dtype, engine version) is
+refused unless --allow-mixed; with --deterministic, concurrency does not change them.
 Exit codes: 0 done (errors may remain: see the summary), 2 bad input, 3 the engine is
 gone (unfinished samples stay pending; rerun to resume), 4 more than --max-errors failures."""
 
@@ -49,10 +51,17 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
               help="Do not retry samples whose last result is an error (default: a rerun retries them).")
 @click.option("--max-errors", type=int, metavar="N",
               help="Stop with exit code 4 as soon as more than N samples fail in this invocation.")
+@click.option("--deterministic", is_flag=True,
+              help="Greedy answers independent of --concurrency and of server vs offline (vllm: float32 "
+                   "and one sequence per engine step on CPU; slower).")
+@click.option("--allow-mixed", is_flag=True,
+              help="Resume a folder whose results were recorded with other concurrency, dtype or engine "
+                   "version (default: refuse; the report marks a mixed run).")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
           model: str, endpoint: str | None, api_key_env: str, concurrency: int, timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
-          limit: int | None, keep_errors: bool, max_errors: int | None) -> None:
+          limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
+          allow_mixed: bool) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -71,6 +80,8 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
         limit=limit,
         keep_errors=keep_errors,
         max_errors=max_errors,
+        deterministic=deterministic,
+        allow_mixed=allow_mixed,
     )
     console = Console(stderr=True)
     try:

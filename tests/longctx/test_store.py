@@ -31,7 +31,7 @@ def test_append_and_reopen(tmp_path):
         store.append(result(3))
     again = RunStore.open_for_read(tmp_path / "run")
     assert [r.sample_id for r in again.results] == ["s1", "s2", "s3"]
-    assert again.manifest["sessions"] == 2
+    assert [s["index"] for s in again.manifest["sessions"]] == [0, 1]
 
 
 def test_torn_tail_is_dropped_and_truncated(tmp_path):
@@ -120,3 +120,31 @@ def test_old_lines_without_attempts_load_as_first_attempts(tmp_path):
     (tmp_path / "results.jsonl").write_text(json.dumps(row) + "\n")
     (r,) = RunStore.open_for_read(tmp_path).results
     assert r.attempts == 1 and r.previous_error is None
+
+
+def test_mixed_conditions_names_what_differs():
+    from longctx._store import mixed_conditions
+
+    old = {"engine_version": "0.32.0", "dtype": "bfloat16", "concurrency": 4, "deterministic": False}
+    assert mixed_conditions([old], dict(old)) == []
+    assert mixed_conditions([old], {**old, "concurrency": 1}) == ["concurrency 4 -> 1"]
+    assert mixed_conditions([old], {**old, "dtype": "float32", "engine_version": "0.33.0"}) == [
+        "engine_version 0.32.0 -> 0.33.0", "dtype bfloat16 -> float32"]
+    assert mixed_conditions([old], {**old, "dtype": None}) == []  # unknown is not compared
+    det = {**old, "dtype": "float32", "deterministic": True, "max_num_seqs": 1}
+    assert mixed_conditions([det], {**det, "concurrency": 1}) == []  # deterministic: batch-independent
+    assert mixed_conditions([det], {**old, "concurrency": 4}) == ["dtype float32 -> bfloat16",
+                                                                   "deterministic True -> False"]
+
+
+def test_count_only_sessions_of_older_folders_become_a_list(tmp_path):
+    RunStore.open_for_write(tmp_path, IDENT, {}).close()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest.update(format=1, sessions=2)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with RunStore.open_for_write(tmp_path, IDENT, {"argv": ["longctx", "sweep"]}) as store:
+        assert store.session == 2
+        store.update_session(conditions={"concurrency": 1})
+    sessions = RunStore.open_for_read(tmp_path).sessions
+    assert [s["index"] for s in sessions] == [0, 1, 2]
+    assert sessions[2]["argv"] == ["longctx", "sweep"] and sessions[2]["conditions"] == {"concurrency": 1}

@@ -238,3 +238,32 @@ def test_log_tail(tmp_path):
     log.write_text("".join(f"line {i}\n\n" for i in range(100)))
     assert log_tail(log, 3) == "line 97\nline 98\nline 99"
     assert log_tail(tmp_path / "missing.log") == ""
+
+
+def test_deterministic_settings_per_platform():
+    from longctx.runners._vllm_server import deterministic_settings
+
+    assert deterministic_settings("cpu", "auto") == ("float32", 1, {})
+    assert deterministic_settings("cpu", "bfloat16") == ("bfloat16", 1, {})  # an explicit dtype is kept
+    assert deterministic_settings("cuda", "auto") == ("auto", None, {"VLLM_BATCH_INVARIANT": "1"})
+
+
+def test_engine_dtype_is_read_from_the_server_log(tmp_path):
+    from longctx.runners._vllm_server import engine_dtype_from_log
+
+    log = tmp_path / "vllm-server.log"
+    assert engine_dtype_from_log(log) is None
+    log.write_text("INFO [core.py:134] Initializing a V1 LLM engine (v0.32.0) with config: model='/m', "
+                   "speculative_config=None, dtype=torch.bfloat16, max_seq_len=8192\n")
+    assert engine_dtype_from_log(log) == "bfloat16"
+
+
+def test_max_num_seqs_flag_and_deterministic_conflict(model_dir):
+    server = VLLMServer(ServerConfig(model_path=model_dir, served_model_name="m", max_num_seqs=1))
+    cmd = server.command(enforce_eager=True)
+    assert cmd[cmd.index("--max-num-seqs") + 1] == "1"
+    from longctx.runners.vllm import VLLMOptions
+
+    with pytest.raises(LongctxError, match="deterministic mode sets --max-num-seqs"):
+        VLLMRunner(RunnerConfig(model=str(model_dir)),
+                   VLLMOptions(deterministic=True, server_args="--max-num-seqs 4"))

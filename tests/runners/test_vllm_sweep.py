@@ -20,10 +20,10 @@ from .conftest import FakeOpenAI
 PLANNED = 6  # 1 length x 3 depths x 2 samples
 
 
-def sweep(fake: FakeOpenAI, out: Path, model_path: Path, *extra: str):
+def sweep(fake: FakeOpenAI, out: Path, model_path: Path, *extra: str, concurrency: int = 1):
     args = ["sweep", "-t", "ruler/niah_single_1", "--lengths", "1k", "--depths", "0:100:3", "-n", "2",
             "--runner", "vllm", "--endpoint", fake.base_url, "--model", "fake-model",
-            "-R", f"tokenizer={model_path}", "--retries", "1", "--out", str(out), *extra]
+            "-R", f"tokenizer={model_path}", "--retries", "1", "-c", str(concurrency), "--out", str(out), *extra]
     return CliRunner().invoke(cli, args)
 
 
@@ -39,7 +39,7 @@ def test_rerun_retries_per_sample_errors_and_keeps_their_history(fake_openai, tm
     out = tmp_path / "run"
     msg = "This model's maximum context length is 4096 tokens."
     fake_openai.push(status=400, body={"error": {"message": msg}}, times=2)
-    first = sweep(fake_openai, out, default_model_path, "-c", "1")
+    first = sweep(fake_openai, out, default_model_path)
     assert first.exit_code == 0, first.output
     assert "6 new, 0 already done, 6 planned, 2 errors, 2 pending" in first.output
     failed = {r["sample_id"] for r in lines(out) if r["error"]}
@@ -67,7 +67,7 @@ def test_rerun_retries_per_sample_errors_and_keeps_their_history(fake_openai, tm
 def test_timeout_is_the_samples_error(fake_openai, tmp_path, default_model_path):
     out = tmp_path / "run"
     fake_openai.push(delay_s=2.0)
-    res = sweep(fake_openai, out, default_model_path, "-c", "1", "--timeout", "0.5")
+    res = sweep(fake_openai, out, default_model_path, "--timeout", "0.5")
     assert res.exit_code == 0, res.output
     errors = [r["error"] for r in lines(out) if r["error"]]
     assert errors == ["timeout after 0.5 s"] and len(lines(out)) == PLANNED
@@ -76,7 +76,7 @@ def test_timeout_is_the_samples_error(fake_openai, tmp_path, default_model_path)
 def test_errors_are_shown_per_cell_in_the_summary(fake_openai, tmp_path, default_model_path):
     out = tmp_path / "run"
     fake_openai.push(status=400, body={"error": {"message": "too long"}})
-    res = sweep(fake_openai, out, default_model_path, "-c", "1")
+    res = sweep(fake_openai, out, default_model_path)
     assert res.exit_code == 0
     assert "+1err" in res.output  # the depth x length cell with the failure says so
 
@@ -99,7 +99,7 @@ def test_server_going_away_stops_the_sweep_and_the_same_command_resumes(how, tmp
 
             threading.Thread(target=kill_after_two, daemon=True).start()
         start = time.monotonic()
-        res = sweep(fake, out, default_model_path, "-c", "2")
+        res = sweep(fake, out, default_model_path, concurrency=2)
         assert time.monotonic() - start < 30
     finally:
         fake.close()
@@ -113,7 +113,7 @@ def test_server_going_away_stops_the_sweep_and_the_same_command_resumes(how, tmp
 
     fresh = FakeOpenAI()
     try:
-        again = sweep(fresh, out, default_model_path)
+        again = sweep(fresh, out, default_model_path, concurrency=2)
     finally:
         fresh.close()
     assert again.exit_code == 0, again.output
@@ -125,7 +125,7 @@ def test_server_going_away_stops_the_sweep_and_the_same_command_resumes(how, tmp
 def test_max_errors_ends_the_sweep_with_exit_code_4(fake_openai, tmp_path, default_model_path):
     out = tmp_path / "run"
     fake_openai.push(status=400, body={"error": {"message": "bad"}}, times=2)
-    res = sweep(fake_openai, out, default_model_path, "-c", "1", "--max-errors", "1")
+    res = sweep(fake_openai, out, default_model_path, "--max-errors", "1")
     assert res.exit_code == 4, res.output
     assert "2 samples failed, more than --max-errors 1 allows" in res.output
     assert len(lines(out)) == 2  # stopped at once: the rest stay pending
@@ -134,3 +134,46 @@ def test_max_errors_ends_the_sweep_with_exit_code_4(fake_openai, tmp_path, defau
     assert final.exit_code == 0, final.output
     assert "6 new, 0 already done, 6 planned, 2 retried" in final.output
     assert all(r["error"] is None for r in last_per_sample(out).values())
+
+
+def test_resume_with_other_concurrency_is_refused_unless_mixed_or_deterministic(fake_openai, tmp_path,
+                                                                                default_model_path):
+    out = tmp_path / "run"
+    assert sweep(fake_openai, out, default_model_path, "--limit", "2", concurrency=4).exit_code == 0
+    refused = sweep(fake_openai, out, default_model_path, "--limit", "2", concurrency=2)
+    assert refused.exit_code == 2
+    (line,) = [x for x in refused.output.splitlines() if x.startswith("Error:")]
+    assert "other settings that can change them (concurrency 4 -> 2)" in line and "--allow-mixed" in line
+    assert len(lines(out)) == 2  # nothing was run
+
+    mixed = sweep(fake_openai, out, default_model_path, "--limit", "2", "--allow-mixed", concurrency=2)
+    assert mixed.exit_code == 0, mixed.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    sessions = manifest["sessions"]
+    assert [s["index"] for s in sessions] == [0, 1, 2]
+    assert sessions[0]["conditions"]["concurrency"] == 4 and sessions[2]["conditions"]["concurrency"] == 2
+    assert "refused" in sessions[1] and sessions[2]["mixed"] == ["concurrency 4 -> 2"]
+    assert sessions[0]["argv"] and sessions[0]["recorded"] == 2
+    rows = lines(out)
+    assert [r["session"] for r in rows] == [0, 0, 2, 2]
+    assert [r["conditions"]["concurrency"] for r in rows] == [4, 4, 2, 2]
+    assert rows[0]["conditions"]["engine_version"] == "0.0-fake"
+
+    from longctx.reports.runs import load_runs
+
+    (run,) = load_runs([out])
+    assert run.info()["mixed"] == "concurrency 4, 2"
+    assert run.info()["sessions"] == "3"
+
+    # deterministic sessions: against an endpoint one request at a time, whatever -c says
+    det = tmp_path / "det"
+    assert sweep(fake_openai, det, default_model_path, "--deterministic", "--limit", "3",
+                 concurrency=4).exit_code == 0
+    plain = sweep(fake_openai, det, default_model_path, concurrency=1)  # deterministic off: refused
+    assert plain.exit_code == 2 and "deterministic True -> False" in plain.output
+    again = sweep(fake_openai, det, default_model_path, "--deterministic", concurrency=2)
+    assert again.exit_code == 0, again.output
+    rows = lines(det)
+    assert len(rows) == PLANNED and {r["conditions"]["concurrency"] for r in rows} == {1}
+    assert all(r["conditions"]["deterministic"] for r in rows)
+    assert "mixed" not in load_runs([det])[0].info()
