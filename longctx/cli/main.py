@@ -20,6 +20,8 @@ COMMANDS: dict[str, str] = {
     "tasks": "longctx.cli.listing:tasks",
     "runners": "longctx.cli.listing:runners",
     "models": "longctx.cli.models:models",
+    "presets": "longctx.cli.presets:presets",
+    "runs": "longctx.cli.runs:runs",
     "hope": "longctx.cli.hope:hope",
     "sandbox": "longctx.cli.sandbox:sandbox",
 }
@@ -32,6 +34,8 @@ HELP = {
     "tasks": "List the registered tasks.",
     "runners": "List the registered runners.",
     "models": "List the named models (context window, where they live).",
+    "presets": "List the presets of `sweep --preset`: RULER NIAH, BABILong, demo.",
+    "runs": "List run folders and their status: finished, interrupted, running.",
     "hope": "HOPE checkpoints: convert from nested-learning, inspect.",
     "sandbox": "Run code in the RLM sandbox; check which isolation layers are active.",
 }
