@@ -66,23 +66,22 @@ def compare(
     resamples: int,
     seed: int,
 ) -> None:
-    """Read RUNS (run folders of ``longctx sweep``), print a summary, write OUTPUT (and --json)."""
+    """Read RUNS (run folders of ``longctx sweep``), write OUTPUT (and --json), print a summary."""
     import msgspec
-    from longctx.reports.compare import compare_runs
-    from longctx.reports.compare_html import write_compare
-    from longctx.reports.runs import load_runs
     from rich.console import Console
 
     from longctx._errors import LongctxError
     from longctx._records import encode
+    from longctx.reports.compare import compare_runs
+    from longctx.reports.compare_html import write_compare
+    from longctx.reports.runs import load_runs
 
     for path in (output, json_path):
         if path is not None and path.is_dir():
             raise LongctxError(f"{path} is a folder; give a file name such as {path / 'compare.html'}")
     loaded = load_runs(runs)
     comparison = compare_runs(loaded, threshold=threshold, resamples=resamples, seed=seed)
-    print_comparison(comparison, Console())
-    try:
+    try:  # the files first: a closed pipe on the summary (`| head`) must not lose them
         page = write_compare(loaded, output, comparison, title=title, max_failures_per_cell=max_failures)
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +90,7 @@ def compare(
             tmp.replace(json_path)
     except OSError as exc:
         raise LongctxError(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
+    print_comparison(comparison, Console())
     click.echo(str(page))
     if json_path is not None:
         click.echo(str(json_path.resolve()))
