@@ -46,14 +46,16 @@ class PromptFrame:
         user = Message("user", self.user_template.replace(_SLOT, context))
         return ((Message("system", self.system),) if self.system else ()) + (user,)
 
-    def prompt(self, context_ids: Sequence[int], tokenizer: Tokenizer, context_text: str | None = None) -> Prompt:
-        """The full prompt around ``context_ids`` (text decoded from the same ids)."""
+    def prompt(self, context_ids: Sequence[int], tokenizer: Tokenizer, context_text: str | None = None,
+               text: str | None = None) -> Prompt:
+        """The full prompt around ``context_ids`` (text decoded from the same ids unless the caller,
+        who knows what the ids were tokenized from, gives ``context_text`` / the whole ``text``)."""
         ids = self.prefix_ids + tuple(context_ids) + self.suffix_ids
         context = context_text if context_text is not None else tokenizer.decode(context_ids)
         start = self.user_template.index(_SLOT)
         return Prompt(
             messages=self.messages(context),
-            text=tokenizer.decode(ids),
+            text=text if text is not None else tokenizer.decode(ids),
             answer_prefix=self.answer_prefix,
             token_ids=ids,
             context_span=(start, start + len(context)),

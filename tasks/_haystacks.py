@@ -141,6 +141,8 @@ class TokenStream:
         """Token offset of each consumed unit's start in :attr:`ids`."""
         self.head: list[int] = []
         """Token ids of ``joiner + unit 0`` (unit 0 when something precedes it)."""
+        self.pieces: list[str] = []
+        """Text each consumed unit was tokenized as (unit 0 bare, later units with the joiner)."""
         self._count = 0
 
     @property
@@ -165,6 +167,7 @@ class TokenStream:
         for piece_ids in encoded:
             self.starts.append(len(self.ids))
             self.ids.extend(piece_ids)
+        self.pieces += pieces[:batch]
         self._count += batch
 
     def ensure(self, n_tokens: int, n_units: int = 0) -> None:
@@ -192,6 +195,14 @@ class TokenStream:
         if first == 0 and headed:
             return self.head + self.ids[self.starts[1]:hi] if stop > 1 else list(self.head)
         return self.ids[lo:hi]
+
+    def unit_text(self, first: int, stop: int, *, headed: bool) -> str:
+        """The text :meth:`unit_ids` was tokenized from (the same units, the same joiners)."""
+        if first >= stop:
+            return ""
+        self.end(stop)
+        text = "".join(self.pieces[first:stop])
+        return self.joiner + text if first == 0 and headed else text
 
 
 class LazyLineStream(TokenStream):

@@ -55,9 +55,9 @@ import msgspec
 from longctx.tasks import _haystacks as hs
 
 from longctx._errors import LongctxError
-from longctx._prompting import context_budget, frame
+from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._records import Sample
+from longctx._records import Prompt, Sample
 from longctx._registry import task
 from longctx._scoring import RulerMatch
 
@@ -171,6 +171,7 @@ class RulerNiah:
         self.n_keys, self.n_values, self.n_queries = n_keys, n_values, n_queries
         self.scorer = RulerMatch("all")
         self._streams: dict[tuple[str, int], hs.TokenStream] = {}
+        self._joined_text_ok: bool | None = None
 
     # ---- needles ------------------------------------------------------------------------------
     def needles(self, seed: int, index: int) -> Needles:
@@ -225,6 +226,24 @@ class RulerNiah:
         return hs.LazyLineStream(lines(), tokenizer)
 
     # ---- samples ------------------------------------------------------------------------------
+    def _prompt(self, pf: PromptFrame, context: list[int], context_text: str, around: tuple[str, str],
+                tokenizer: Tokenizer) -> Prompt:
+        """The prompt, its text joined from the pieces the ids were tokenized from.
+
+        Decoding a long prompt costs more than building it; the joined text equals the decoded one
+        when the tokenizer decodes piecewise (byte-level BPE does), which is checked on the first
+        prompt of each task instance (else every prompt is decoded, as before).
+        """
+        if self._joined_text_ok is False:
+            return pf.prompt(context, tokenizer)
+        prompt = pf.prompt(context, tokenizer, context_text=context_text,
+                           text=around[0] + context_text + around[1])
+        if self._joined_text_ok is None:
+            decoded = pf.prompt(context, tokenizer)
+            self._joined_text_ok = decoded == prompt
+            return decoded
+        return prompt
+
     def samples(self, grid: Grid, tokenizer: Tokenizer) -> Iterator[Sample]:
         """One sample per (length, depth, index) cell: the most whole haystack units that fit."""
         gen = self.options.tokens_to_generate
@@ -241,8 +260,9 @@ class RulerNiah:
                        question=user.partition("{context}")[2].strip())
             texts = [t for t, _ in needles.texts(self.value_kind)]
             stream = self._stream(tokenizer, grid.seed, index, needles)
-            layout = _Layout(stream, hs.encode_many(tokenizer, [stream.joiner + t for t in texts] + texts),
-                             lines=self.haystack != "essay")
+            pieces = [stream.joiner + t for t in texts] + texts
+            layout = _Layout(stream, hs.encode_many(tokenizer, pieces), pieces, lines=self.haystack != "essay")
+            around = (tokenizer.decode(pf.prefix_ids), tokenizer.decode(pf.suffix_ids))
             for length in grid.lengths:
                 budget = context_budget(length, pf, gen)
                 for depth in grid.depths:
@@ -251,8 +271,8 @@ class RulerNiah:
                     n_units = layout.fit(budget, depths)
                     if n_units == 0:
                         raise LongctxError(f"{self.name}: length {length} cannot hold the needles and a haystack")
-                    context, offsets = layout.compose(n_units, depths)
-                    prompt = pf.prompt(context, tokenizer)
+                    context, offsets, context_text = layout.compose(n_units, depths)
+                    prompt = self._prompt(pf, context, context_text, around, tokenizer)
                     positions = tuple(len(pf.prefix_ids) + o for o in offsets)
                     total = len(prompt.token_ids)
                     metadata = {
@@ -291,11 +311,13 @@ class _Layout:
     essay a bare first sentence, or a needle with its space (RULER's ``" " + needle``).
     """
 
-    def __init__(self, stream: hs.TokenStream, encoded: list[list[int]], *, lines: bool):
+    def __init__(self, stream: hs.TokenStream, encoded: list[list[int]], pieces: list[str], *, lines: bool):
         self.stream = stream
         n = len(encoded) // 2
         self.joined, self.bare = encoded[:n], encoded[n:]
         """Needle ids with the joiner in front / without (input order, targets first)."""
+        self.joined_text, self.bare_text = pieces[:n], pieces[n:]
+        """The texts those ids were tokenized from."""
         self.lines = lines
 
     def _cuts(self, n_units: int, depths: list[float]) -> list[int]:
@@ -329,18 +351,25 @@ class _Layout:
             k += 1
         return k
 
-    def compose(self, n_units: int, depths: list[float]) -> tuple[list[int], list[int]]:
-        """Context ids and each needle's start offset in them (input order)."""
+    def compose(self, n_units: int, depths: list[float]) -> tuple[list[int], list[int], str]:
+        """Context ids, each needle's start offset in them (input order), and the text the ids
+        were tokenized from (piece by piece)."""
         cuts = self._cuts(n_units, depths)
         opening = self._opening_needle(cuts)
         order = sorted(range(len(cuts)), key=lambda i: (cuts[i], i))
         context: list[int] = []
+        text: list[str] = []
         offsets = [0] * len(cuts)
         prev = 0
         for i in order:
-            context.extend(self.stream.unit_ids(prev, cuts[i], headed=bool(context)))
+            headed = bool(context)
+            context.extend(self.stream.unit_ids(prev, cuts[i], headed=headed))
+            text.append(self.stream.unit_text(prev, cuts[i], headed=headed))
             prev = max(prev, cuts[i])
             offsets[i] = len(context)
             context.extend(self.bare[i] if i == opening else self.joined[i])
-        context.extend(self.stream.unit_ids(prev, n_units, headed=bool(context)))
-        return context, offsets
+            text.append(self.bare_text[i] if i == opening else self.joined_text[i])
+        headed = bool(context)
+        context.extend(self.stream.unit_ids(prev, n_units, headed=headed))
+        text.append(self.stream.unit_text(prev, n_units, headed=headed))
+        return context, offsets, "".join(text)
