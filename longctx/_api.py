@@ -44,6 +44,8 @@ _KWARGS = {
     "limit": "limit",
     "keep_errors": "keep-errors",
     "max_errors": "max-errors",
+    "deterministic": "deterministic",
+    "allow_mixed": "allow-mixed",
 }
 
 
@@ -58,22 +60,13 @@ def resolve_settings(
     """Sweep settings: ``given`` (setting -> value, None = not given) over ``config`` over
     ``preset`` over the defaults, normalized to command-line form. ``preset`` is kept under the
     ``"preset"`` key (None when no preset is used)."""
-    from longctx._config import DEFAULTS, load_config, normalize
-    from longctx._presets import get_preset
+    from longctx._config import DEFAULTS, layered, load_config, normalize
 
     settings: dict[str, Any] = dict(DEFAULTS)
-    used_preset = None
-    if preset is not None:
-        settings.update(get_preset(preset).settings_normalized())
-        used_preset = preset
-    if config is not None:
-        from_file = load_config(config)
-        used_preset = from_file.pop("preset", None) or used_preset
-        settings.update(from_file)
+    settings.update(layered(preset, load_config(config) if config is not None else {}))
     for key, value in given.items():
         if value is not None:
             settings[key] = normalize(key, value, "longctx.sweep")
-    settings["preset"] = used_preset
     return settings
 
 
@@ -106,6 +99,8 @@ def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
         limit=settings["limit"],
         keep_errors=settings["keep-errors"],
         max_errors=settings["max-errors"],
+        deterministic=settings["deterministic"],
+        allow_mixed=settings["allow-mixed"],
     )
 
 
@@ -132,6 +127,8 @@ def sweep(
     limit: int | None = None,
     keep_errors: bool | None = None,
     max_errors: int | None = None,
+    deterministic: bool | None = None,
+    allow_mixed: bool | None = None,
     progress: Progress | None = None,
 ) -> SweepOutcome:
     """Run a sweep (resumable) and return what it did; the same settings as ``longctx sweep``.

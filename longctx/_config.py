@@ -44,6 +44,8 @@ SETTINGS: dict[str, str] = {
     "limit": "int",
     "keep-errors": "bool",
     "max-errors": "int",
+    "deterministic": "bool",
+    "allow-mixed": "bool",
 }
 
 #: what ``longctx sweep`` uses for a setting nobody gave (kept equal to the command's defaults by a test)
@@ -67,7 +69,12 @@ DEFAULTS: dict[str, Any] = {
     "limit": None,
     "keep-errors": False,
     "max-errors": None,
+    "deterministic": False,
+    "allow-mixed": False,
 }
+
+#: flags that steer one invocation, not the run: left out of ``OUT/config.yaml``
+PER_INVOCATION = ("limit", "allow-mixed")
 
 #: file keys that are not flags
 META_KEYS = ("preset",)
@@ -89,9 +96,12 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def normalize(key: str, value: Any, where: str) -> Any:
-    """``value`` of setting ``key`` in the form the command line gives it; errors name ``where``."""
-    kind = SETTINGS[key]
+def normalize(key: str, value: Any, where: str, kinds: Mapping[str, str] | None = None) -> Any:
+    """``value`` of setting ``key`` in the form the command line gives it; errors name ``where``.
+
+    ``kinds`` (default :data:`SETTINGS`) says what each setting is.
+    """
+    kind = (kinds or SETTINGS)[key]
     if value is None:
         return [] if kind in ("list", "options") else None
     if kind == "list":
@@ -133,42 +143,61 @@ def normalize(key: str, value: Any, where: str) -> Any:
     return _scalar(value)
 
 
-def read_settings(data: Any, where: str) -> dict[str, Any]:
-    """The settings of one mapping (a file's content or a preset): canonical keys, normalized
-    values, ``preset`` resolved underneath. Unknown keys raise, naming the key."""
+def read_settings(data: Any, where: str, kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings of one mapping (a file's content): canonical keys, normalized values, the
+    ``preset`` it builds on as a name (see :func:`layered`). Unknown keys raise, naming the key;
+    ``kinds`` (default :data:`SETTINGS`: the flags of ``longctx sweep``) are the known ones."""
     from longctx._presets import get_preset
 
     if data is None:
         return {}
     if not isinstance(data, Mapping):
         raise LongctxError(f"{where}: expected a mapping of flag names to values, got {type(data).__name__}")
+    kinds = kinds or SETTINGS
     raw = {canonical_key(k): v for k, v in data.items()}
     for key in raw:
-        if key not in SETTINGS and key not in META_KEYS:
-            close = _close(key)
+        if key not in kinds and key not in META_KEYS:
+            close = _close(key, kinds)
             hint = f" (did you mean {close!r}?)" if close else ""
             raise LongctxError(f"{where}: unknown key {key!r}{hint}; keys are the long flags of longctx sweep")
     out: dict[str, Any] = {}
     if raw.get("preset") is not None:
-        out.update(get_preset(str(raw["preset"])).settings_normalized())
+        out["preset"] = get_preset(str(raw["preset"])).name  # validated here, merged by the caller
     for key, value in raw.items():
-        if key in SETTINGS:
-            out[key] = normalize(key, value, where)
+        if key in kinds:
+            out[key] = normalize(key, value, where, kinds)
     return out
 
 
-def _close(key: str) -> str | None:
+def layered(preset: str | None, file_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a preset overlaid by those of a file (``preset`` given explicitly wins
+    over the file's ``preset`` key). The result names the preset used under ``"preset"``."""
+    from longctx._presets import get_preset
+
+    name = preset or file_settings.get("preset")
+    out: dict[str, Any] = dict(get_preset(name).settings_normalized()) if name else {}
+    out.update({k: v for k, v in file_settings.items() if k != "preset"})
+    out["preset"] = name
+    return out
+
+
+def _close(key: str, kinds: Mapping[str, str]) -> str | None:
     import difflib
 
-    match = difflib.get_close_matches(key, [*SETTINGS, *META_KEYS], n=1, cutoff=0.6)
+    match = difflib.get_close_matches(key, [*kinds, *META_KEYS], n=1, cutoff=0.6)
     return match[0] if match else None
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """The settings of a YAML config file (``LongctxError`` for a missing, unreadable or bad file)."""
+def load_config(path: str | Path, kinds: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings of a YAML config file (``LongctxError`` for a missing, unreadable or bad file).
+
+    A run folder stands for its ``config.yaml``.
+    """
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_NAME
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -182,10 +211,10 @@ def load_config(path: str | Path) -> dict[str, Any]:
         at = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise LongctxError(f"bad YAML in {path}{at}: {problem}") from None
-    return read_settings(data, str(path))
+    return read_settings(data, str(path), kinds)
 
 
-def dump_config(settings: Mapping[str, Any], header: str = "") -> str:
+def dump_config(settings: Mapping[str, Any], header: str = "", kinds: Mapping[str, str] | None = None) -> str:
     """``settings`` as a YAML config file (natural forms: lists, mappings), keys in flag order.
 
     Unset settings (None, empty lists) are left out, so the defaults of the version that reads it
@@ -193,12 +222,13 @@ def dump_config(settings: Mapping[str, Any], header: str = "") -> str:
     """
     import yaml
 
+    kinds = {**SETTINGS, **(kinds or {})}
     data: dict[str, Any] = {}
-    for key in SETTINGS:
+    for key in [*kinds, *(k for k in settings if k not in kinds)]:
         value = settings.get(key)
         if value is None or value == [] or value == ():
             continue
-        kind = SETTINGS[key]
+        kind = kinds.get(key, "str")
         if kind == "options":
             data[key] = dict(str(p).partition("=")[::2] for p in value)
         elif kind == "list":
@@ -221,12 +251,12 @@ def default_out(tasks: Sequence[str], model: str, runner: str, preset: str | Non
                 today: _dt.date | None = None, root: str | Path = "runs") -> Path:
     """``runs/<date>-<task>-<model>-<runner>``: what ``--out`` defaults to.
 
-    ``<task>`` is the preset's name when one is used, else the one task (``ruler-niah_single_1``),
+    ``<task>`` is the preset's name when its tasks are the ones run, else the one task (``ruler-niah_single_1``),
     else the families of several tasks (``ruler``, ``babilong+ruler``); ``<model>`` is the last
     part of a model path or name. Same command on the same day -> same folder (it resumes).
     """
     today = today or _dt.date.today()
-    if preset:
+    if preset and _preset_tasks(preset) == list(tasks):
         what = preset
     elif len(tasks) == 1:
         what = tasks[0]
@@ -237,7 +267,15 @@ def default_out(tasks: Sequence[str], model: str, runner: str, preset: str | Non
     return Path(root) / name
 
 
-def save_config(out: str | Path, settings: Mapping[str, Any], since: float, source: str = "") -> Path | None:
+def _preset_tasks(name: str) -> list[str]:
+    from longctx._presets import PRESETS
+
+    preset = PRESETS.get(name)
+    return normalize("task", preset.settings.get("task"), name) if preset else []
+
+
+def save_config(out: str | Path, settings: Mapping[str, Any], since: float, source: str = "",
+                kinds: Mapping[str, str] | None = None) -> Path | None:
     """Write ``config.yaml`` (the settings a sweep ran with) into run folder ``out``.
 
     Only when this invocation wrote the folder's manifest (``updated_at >= since``): a sweep that
@@ -253,7 +291,7 @@ def save_config(out: str | Path, settings: Mapping[str, Any], since: float, sour
         return None
     if not isinstance(manifest, dict) or float(manifest.get("updated_at") or 0) < since:
         return None
-    keep = {k: v for k, v in settings.items() if k not in ("limit",)}
+    keep = {k: v for k, v in settings.items() if k not in PER_INVOCATION}
     header = "longctx sweep settings of this run folder; rerun with: longctx sweep --config " + str(
         folder / CONFIG_NAME
     )
@@ -261,6 +299,6 @@ def save_config(out: str | Path, settings: Mapping[str, Any], since: float, sour
         header += f"\nsettings from: {source}"
     path = folder / CONFIG_NAME
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(keep, header), encoding="utf-8")
+    tmp.write_text(dump_config(keep, header, kinds), encoding="utf-8")
     tmp.replace(path)
     return path

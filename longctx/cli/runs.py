@@ -13,11 +13,18 @@ STYLE = {"finished": "green", "running": "cyan", "interrupted": "yellow", "stopp
 def _when(ts: float | None) -> str:
     if ts is None:
         return ""
-    return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    return _dt.datetime.fromtimestamp(ts).strftime("%m-%d %H:%M")
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) if path != root else str(path)
+    except ValueError:
+        return str(path)
 
 
 def _tasks(tasks: list[str]) -> str:
-    if len(tasks) <= 2:
+    if len(tasks) <= 1:
         return ", ".join(tasks)
     families = sorted(dict.fromkeys(t.split("/")[0] for t in tasks))
     return f"{len(tasks)} tasks ({', '.join(families)})"
@@ -49,33 +56,30 @@ def runs(folder: Path, as_json: bool, depth: int) -> None:
     if not found:
         click.echo(f"no run folders under {folder}")
         return
+    from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"run folders under {folder}", title_justify="left")
-    for name, justify in (("folder", "left"), ("status", "left"), ("planned", "right"), ("done", "right"),
-                          ("errors", "right"), ("pending", "right"), ("runner", "left"), ("model", "left"),
-                          ("tasks", "left"), ("updated", "left")):
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    table = Table(title=f"run folders under {folder}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("folder  [dim](runner, model: tasks)[/]", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("done", justify="right", no_wrap=True)
+    table.add_column("errors", justify="right", no_wrap=True)
+    table.add_column("updated", no_wrap=True)
     for run in found:
         status = f"[{STYLE.get(run.status, '')}]{run.status}[/]"
-        if run.stopped:
-            status += f" ({run.stopped})"
-        if run.problem:
-            status += f" ({run.problem})"
+        if run.stopped or run.problem:
+            status += f"\n[dim]{escape(run.stopped or run.problem or '')}[/]"
+        what = f"{run.runner}, {run.model}: {_tasks(run.tasks)}" if run.runner else ""
         table.add_row(
-            run.path,
+            f"{escape(_relative(Path(run.path), folder))}\n[dim]{escape(what)}[/]",
             status,
-            "" if run.planned is None else str(run.planned),
-            str(run.recorded - run.errors),
+            f"{run.recorded - run.errors}/{'?' if run.planned is None else run.planned}",
             str(run.errors) if run.errors else "",
-            str(run.pending) if run.pending else "",
-            run.runner,
-            run.model,
-            _tasks(run.tasks),
             _when(run.updated_at),
         )
     Console().print(table)
     if any(r.status in ("interrupted", "stopped") for r in found):
-        click.echo("resume an unfinished run: longctx sweep --config FOLDER/config.yaml "
-                   "(or rerun the command it was started with)")
+        click.echo("done = samples scored / planned; resume an unfinished run by rerunning its command "
+                   "(longctx sweep --config FOLDER, for folders with a config.yaml)")
