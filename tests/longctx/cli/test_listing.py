@@ -50,3 +50,17 @@ def test_runners_listed():
     names = run("runners", "--names").output.split()
     assert {"oracle", "vllm", "hf", "hope", "rlm", "rag"} <= set(names)
     assert names == sorted(names, key=natural_key)
+
+
+def test_listings_import_no_engine(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from longctx.cli.main import cli\n"
+            f"for args in (['tasks', 'babilong'], ['presets'], ['presets', 'demo'], ['runs', {str(tmp_path)!r}]):\n"
+            "    try: cli.main(args, standalone_mode=False)\n"
+            "    except SystemExit: pass\n"
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'plotly', 'scipy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
