@@ -20,6 +20,8 @@ The public Python API (everything else is private and may change)::
   (:class:`Sample`, :class:`Prompt`, :class:`Message`, :class:`Generation`, :class:`Result`,
   :class:`Grid`, :class:`RunnerConfig`); third-party packages register modules under the
   ``longctx.tasks`` / ``longctx.runners`` entry-point groups;
+- progress: sweeps are silent unless given a :class:`Progress`; ``progress=longctx.RichProgress()``
+  draws the command line's bars (in a terminal or a notebook);
 - errors: :class:`LongctxError` (bad input, one line), :class:`SweepStopped` (``EngineGone``,
   ``TooManyErrors``), :class:`RunnerError`.
 
@@ -68,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "Tokenizer": "longctx._protocols",
     "Progress": "longctx._protocols",
     "NullProgress": "longctx._protocols",
+    "RichProgress": "longctx.cli._progress",
     # errors
     "LongctxError": "longctx._errors",
     "UnknownNameError": "longctx._errors",
@@ -125,5 +128,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names come from __g
     from longctx._registry import runner, task
     from longctx._runs import RunStatus, list_runs
     from longctx._sweep import SweepOutcome, SweepSpec, run_sweep
+    from longctx.cli._progress import RichProgress
     from longctx.reports.compare import Comparison
     from longctx.reports.runs import RunData
