@@ -159,7 +159,9 @@ def read_settings(data: Any, where: str, kinds: Mapping[str, str] | None = None)
         if key not in kinds and key not in META_KEYS:
             close = _close(key, kinds)
             hint = f" (did you mean {close!r}?)" if close else ""
-            raise LongctxError(f"{where}: unknown key {key!r}{hint}; keys are the long flags of longctx sweep")
+            raise LongctxError(
+                f"{where}: unknown key {key!r}{hint}; keys are the long flags of longctx sweep"
+            )
     out: dict[str, Any] = {}
     if raw.get("preset") is not None:
         out["preset"] = get_preset(str(raw["preset"])).name  # validated here, merged by the caller
@@ -251,7 +253,8 @@ def default_out(tasks: Sequence[str], model: str, runner: str, preset: str | Non
                 today: _dt.date | None = None, root: str | Path = "runs") -> Path:
     """``runs/<date>-<task>-<model>-<runner>``: what ``--out`` defaults to.
 
-    ``<task>`` is the preset's name when its tasks are the ones run, else the one task (``ruler-niah_single_1``),
+    ``<task>`` is the preset's name when its tasks are the ones run, else the one task
+    (``ruler-niah_single_1``),
     else the families of several tasks (``ruler``, ``babilong+ruler``); ``<model>`` is the last
     part of a model path or name. Same command on the same day -> same folder (it resumes).
     """

@@ -74,11 +74,9 @@ def _count_results(path: Path) -> tuple[int, int, int]:
     """``(lines, samples, samples whose last line is an error)``; undecodable lines are skipped."""
     last: dict[str, bool] = {}
     lines = 0
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
+    if not path.exists():
         return 0, 0, 0
-    with fh:
+    with open(path, "rb") as fh:
         for raw in fh:
             if not raw.strip():
                 continue
@@ -115,10 +113,10 @@ def run_status(folder: str | Path) -> RunStatus:
     folder = Path(folder)
     try:
         manifest: Any = json.loads((folder / MANIFEST).read_text())
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
     except (OSError, ValueError) as exc:
         return RunStatus(str(folder), "corrupt", problem=f"{MANIFEST}: {exc}")
+    if not isinstance(manifest, dict):
+        return RunStatus(str(folder), "corrupt", problem=f"{MANIFEST}: not a JSON object")
     ident = manifest.get("identity") if isinstance(manifest.get("identity"), dict) else {}
     lines, recorded, errors = _count_results(folder / RESULTS)
     planned = manifest.get("planned")

@@ -17,7 +17,15 @@ from typing import Any
 
 import click
 
-from longctx._config import CONFIG_NAME, SETTINGS, canonical_key, default_out, layered, load_config, save_config
+from longctx._config import (
+    CONFIG_NAME,
+    SETTINGS,
+    canonical_key,
+    default_out,
+    layered,
+    load_config,
+    save_config,
+)
 
 _META = "longctx.sweep_settings"
 
@@ -99,12 +107,13 @@ def sweep_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper = click.option(
         "--preset", metavar="NAME", is_eager=True, expose_value=True, callback=_load,
-        help="Start from a published protocol (`longctx presets`: ruler-niah, babilong, demo); flags override it.",
+        help="Start from a published protocol (`longctx presets`: ruler-niah, babilong, demo); "
+        "flags override it.",
     )(wrapper)
     wrapper = click.option(
         "--config", type=click.Path(path_type=Path, dir_okay=True), is_eager=True, callback=_load,
-        help=f"Take the flags from a YAML file (keys = long flag names; a run folder means its {CONFIG_NAME}); "
-        "flags given here override it.",
+        help="Take the flags from a YAML file (keys = long flag names; a run folder means its "
+        f"{CONFIG_NAME}); flags given here override it.",
     )(wrapper)
     return wrapper
 

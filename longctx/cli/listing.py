@@ -8,7 +8,9 @@ from rich.table import Table
 
 from longctx._api import natural_key
 from longctx._errors import UnknownNameError
-from longctx._registry import Entry, runners as runner_entries, tasks as task_entries
+from longctx._registry import Entry
+from longctx._registry import runners as runner_entries
+from longctx._registry import tasks as task_entries
 
 
 def naturally_sorted(entries: dict[str, Entry]) -> dict[str, Entry]:

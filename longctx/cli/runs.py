@@ -61,7 +61,8 @@ def runs(folder: Path, as_json: bool, depth: int) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"run folders under {folder}", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=f"run folders under {folder}", title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
     table.add_column("folder  [dim](runner, model: tasks)[/]", overflow="fold")
     table.add_column("status", no_wrap=True)
     table.add_column("done", justify="right", no_wrap=True)

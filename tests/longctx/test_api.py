@@ -16,7 +16,8 @@ import longctx
 HEAVY = ("torch", "vllm", "transformers", "plotly", "scipy", "statsmodels", "datasets", "pyarrow")
 
 
-def python(code: str, *, env_path: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def python(code: str, *, env_path: Path | None = None, cwd: Path | None = None
+           ) -> subprocess.CompletedProcess:
     import os
 
     env = dict(os.environ)
@@ -41,8 +42,9 @@ def test_import_and_every_public_name_stay_light():
 
 
 def test_public_names_are_the_private_objects():
-    from longctx import _errors, _protocols, _records, _registry, _sweep
     from longctx.reports import runs
+
+    from longctx import _errors, _protocols, _records, _registry, _sweep
 
     assert longctx.task is _registry.task and longctx.runner is _registry.runner
     for name in ("Sample", "Result", "Generation", "Prompt", "Message"):
@@ -206,8 +208,8 @@ def test_entry_point_plugins_run_in_a_sweep(plugin_path, tmp_path):
     code = textwrap.dedent(f"""
         import json, sys
         import longctx
-        out = longctx.sweep(tasks=["plug/echo", "plug/echo2"], lengths=[64, 256], depths=[0, 50, 100], samples=2,
-                            runner="plug-oracle", model="none", out={str(tmp_path / "api")!r})
+        out = longctx.sweep(tasks=["plug/echo", "plug/echo2"], lengths=[64, 256], depths=[0, 50, 100],
+                            samples=2, runner="plug-oracle", model="none", out={str(tmp_path / "api")!r})
         results = out.store.latest_results()
         print(json.dumps({{"tasks": longctx.list_tasks("plug"), "runners": longctx.list_runners(),
                           "n": len(results), "scores": sorted({{r.score for r in results}}),
@@ -228,6 +230,6 @@ def test_entry_point_plugins_run_in_a_sweep(plugin_path, tmp_path):
                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     assert "3 new, 0 already done, 3 planned" in cli.stdout
-    listing = subprocess.run([sys.executable, "-m", "longctx", "tasks", "plug", "--names"], capture_output=True,
-                             text=True, timeout=300, env=env)
+    listing = subprocess.run([sys.executable, "-m", "longctx", "tasks", "plug", "--names"],
+                             capture_output=True, text=True, timeout=300, env=env)
     assert listing.stdout.split() == ["plug/echo", "plug/echo2"]

@@ -121,7 +121,8 @@ def test_default_out():
     assert default_out(["babilong/qa1", "ruler/niah_single_1", "ruler/niah_single_2"], "/models/Qwen2.5-7B/",
                        "rag", today=day) == Path("runs/2026-01-02-babilong+ruler-Qwen2.5-7B-rag")
     demo = ["ruler/niah_single_1", "ruler/niah_single_2"]
-    assert default_out(demo, "default", "vllm", preset="demo", today=day).name == "2026-01-02-demo-default-vllm"
+    named = default_out(demo, "default", "vllm", preset="demo", today=day)
+    assert named.name == "2026-01-02-demo-default-vllm"
     # a preset whose tasks were overridden does not name the folder
     assert default_out(["qasper"], "meta-llama/Llama-3.1-8B", "vllm", preset="demo", today=day).name == (
         "2026-01-02-qasper-Llama-3.1-8B-vllm")
@@ -141,7 +142,7 @@ def test_settings_are_the_sweep_flags_with_their_defaults():
     flags: dict[str, click.Option] = {}
     for param in sweep.params:
         if isinstance(param, click.Option) and param.name not in ("config", "preset"):
-            flags[[o for o in param.opts if o.startswith("--")][0][2:]] = param
+            flags[next(o for o in param.opts if o.startswith("--"))[2:]] = param
     assert set(flags) == set(SETTINGS)
     ctx = click.Context(sweep)
     for key, param in flags.items():

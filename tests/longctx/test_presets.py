@@ -14,7 +14,8 @@ from longctx._config import SETTINGS, load_config
 from longctx._parsing import parse_depths, parse_lengths, parse_options
 from longctx._plan import options_for
 from longctx._presets import PRESETS, RULER_NIAH_TASKS, get_preset
-from longctx._registry import parse_options as validate_options, tasks as registered
+from longctx._registry import parse_options as validate_options
+from longctx._registry import tasks as registered
 from longctx.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def test_babilong_is_the_leaderboard_protocol():
 
 
 def test_demo_is_what_make_demo_runs():
-    recipe = re.search(r"^demo:.*?\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    recipe = re.search(r"^demo:.*?\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
     sweep_line = recipe.replace("\\\n", " ").splitlines()[0]
     words = shlex.split(sweep_line)[2:]  # drop $(BIN)/longctx sweep
     flags: dict[str, list[str]] = {}

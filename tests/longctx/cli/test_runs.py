@@ -15,8 +15,8 @@ from longctx.cli.main import cli
 
 
 def result(i: int, error: str | None = None) -> Result:
-    return Result(sample_id=f"s{i}", task="ruler/niah_single_1", runner="oracle", model="default", length=1024,
-                  context_tokens=896, depth=50.0, needle_positions=(10,), evidence_depth=50.0,
+    return Result(sample_id=f"s{i}", task="ruler/niah_single_1", runner="oracle", model="default",
+                  length=1024, context_tokens=896, depth=50.0, needle_positions=(10,), evidence_depth=50.0,
                   prediction=None if error else "x", references=("x",), score=None if error else 1.0,
                   scores={} if error else {"m": 1.0}, error=error, latency_s=0.1, prompt_tokens=896,
                   cached_tokens=0)
@@ -101,7 +101,8 @@ def test_cli_defaults_to_runs_and_refuses_a_missing_folder(tmp_path, monkeypatch
     import sys
 
     monkeypatch.chdir(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "longctx", "runs"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "longctx", "runs"], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2 and "no folder runs" in proc.stderr and "Traceback" not in proc.stderr
     make_run(tmp_path / "runs" / "x", 1, [result(0)])
     proc = subprocess.run([sys.executable, "-m", "longctx", "runs", "--json"], capture_output=True, text=True,
