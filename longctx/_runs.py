@@ -55,6 +55,9 @@ class RunStatus(msgspec.Struct):
     """Why the sweep stopped early, when it did."""
     problem: str | None = None
     """What is wrong with a corrupt folder."""
+    resume: str | None = None
+    """A command that resumes (or reruns) the sweep: ``longctx sweep --config FOLDER`` when the
+    folder has a ``config.yaml``, else the recorded command line of a ``longctx sweep``."""
 
     @property
     def pending(self) -> int | None:
@@ -132,6 +135,7 @@ def run_status(folder: str | Path) -> RunStatus:
         status = "interrupted"
     updated = manifest.get("updated_at")
     return RunStatus(
+        resume=_resume_command(folder, manifest.get("argv")),
         path=str(folder),
         status=status,
         planned=planned,
@@ -144,6 +148,16 @@ def run_status(folder: str | Path) -> RunStatus:
         updated_at=float(updated) if isinstance(updated, (int, float)) else None,
         stopped=str(stopped) if stopped else None,
     )
+
+
+def _resume_command(folder: Path, argv: Any) -> str | None:
+    import shlex
+
+    if (folder / "config.yaml").is_file():
+        return shlex.join(["longctx", "sweep", "--config", str(folder)])
+    if isinstance(argv, list) and len(argv) > 1 and argv[1] == "sweep" and all(isinstance(a, str) for a in argv):
+        return shlex.join(["longctx", *argv[1:]])
+    return None
 
 
 def _run_folders(root: Path, depth: int) -> Iterator[Path]:

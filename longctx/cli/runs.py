@@ -81,6 +81,7 @@ def runs(folder: Path, as_json: bool, depth: int) -> None:
             _when(run.updated_at),
         )
     Console().print(table)
-    if any(r.status in ("interrupted", "stopped") for r in found):
-        click.echo("done = samples scored / planned; resume an unfinished run by rerunning its command "
-                   "(longctx sweep --config FOLDER, for folders with a config.yaml)")
+    unfinished = [r for r in found if r.status in ("interrupted", "stopped")]
+    for run in unfinished:
+        if run.resume:
+            click.echo(f"resume {_relative(Path(run.path), folder)}: {run.resume}")

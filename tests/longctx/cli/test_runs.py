@@ -121,3 +121,15 @@ def test_a_real_sweep_interrupted_then_finished(tmp_path, default_model_path):
     status = run_status(out)
     assert (status.status, status.recorded, status.model, status.tasks) == (
         "finished", 4, "default", ["ruler/niah_single_1"])
+
+
+def test_resume_command(tmp_path):
+    make_run(tmp_path / "a", 2, [result(0)], argv=["/venv/bin/longctx", "sweep", "-t", "ruler/niah_single_1",
+                                                   "--out", "runs/my run"])
+    assert run_status(tmp_path / "a").resume == "longctx sweep -t ruler/niah_single_1 --out 'runs/my run'"
+    (tmp_path / "a" / "config.yaml").write_text("samples: 1\n")
+    assert run_status(tmp_path / "a").resume == f"longctx sweep --config {tmp_path / 'a'}"
+    make_run(tmp_path / "b", 2, [result(0)], argv=["ipykernel_launcher.py", "-f", "k.json"])
+    assert run_status(tmp_path / "b").resume is None
+    res = CliRunner().invoke(cli, ["runs", str(tmp_path)], catch_exceptions=False)
+    assert f"resume a: longctx sweep --config {tmp_path / 'a'}" in res.output
