@@ -155,8 +155,9 @@ def _resume_command(folder: Path, argv: Any) -> str | None:
 
     if (folder / "config.yaml").is_file():
         return shlex.join(["longctx", "sweep", "--config", str(folder)])
-    if isinstance(argv, list) and len(argv) > 1 and argv[1] == "sweep" and all(isinstance(a, str) for a in argv):
-        return shlex.join(["longctx", *argv[1:]])
+    words = argv if isinstance(argv, list) and all(isinstance(a, str) for a in argv) else []
+    if len(words) > 1 and words[1] == "sweep":
+        return shlex.join(["longctx", *words[1:]])
     return None
 
 
