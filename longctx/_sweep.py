@@ -183,7 +183,8 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                     conditions = _conditions(runner)
                     mixed = _refuse_mixed(spec, store, earlier, conditions)
                     store.update_manifest(model_identity=runner.identity(), started_at=time.time())
-                    store.update_session(conditions=conditions, **({"mixed": mixed} if mixed else {}))
+                    store.update_session(conditions=conditions, engine_ready_at=time.time(),
+                                         **({"mixed": mixed} if mixed else {}))
                     dispatch(runner, pending.todo, plan, store, runner_name=spec.runner,
                              model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
                              progress=progress, conditions=conditions)
