@@ -79,28 +79,33 @@ def runner(name: str, *, summary: str | None = None) -> Callable[[type[T]], type
     return deco
 
 
-def load_plugins() -> None:
-    """Import built-in and entry-point plug-ins once."""
+_loaded_groups: set[str] = set()
+
+
+def load_plugins(*groups: str) -> None:
+    """Import built-in and entry-point plug-ins once: of ``groups`` (``longctx.tasks``,
+    ``longctx.runners``), all when none is given. Reading tasks does not import the runners (and
+    their HTTP clients / engines): reports and ``longctx tasks`` start faster."""
     global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    importlib.import_module("longctx.tasks")
-    importlib.import_module("longctx.runners")
-    for group in ("longctx.tasks", "longctx.runners"):
+    for group in groups or ("longctx.tasks", "longctx.runners"):
+        if group in _loaded_groups:
+            continue
+        _loaded_groups.add(group)
+        importlib.import_module(group)
         for ep in entry_points(group=group):
             ep.load()
+    _loaded = {"longctx.tasks", "longctx.runners"} <= _loaded_groups
 
 
 def tasks() -> dict[str, Entry]:
     """Every registered task, by name."""
-    load_plugins()
+    load_plugins("longctx.tasks")
     return dict(sorted(_TASKS.items()))
 
 
 def runners() -> dict[str, Entry]:
     """Every registered runner, by name."""
-    load_plugins()
+    load_plugins("longctx.runners")
     return dict(sorted(_RUNNERS.items()))
 
 

@@ -36,6 +36,11 @@ def stats_hover(stats: Stats) -> str:
     return "<br>".join(lines)
 
 
+#: Built with the template they end up with: plotly otherwise applies (and first loads) its default
+#: template at construction only for ``_base_layout`` to replace it (same figure, less work).
+_TEMPLATE_ONLY = {"template": "plotly_white"}
+
+
 def _base_layout(title: str, height: int) -> dict:
     return dict(
         title=dict(text=title, font=dict(size=14), x=0.0, xanchor="left"),
@@ -88,7 +93,8 @@ def heatmap(
     x = [length_label(n) for n in lengths]
     y = [axis.label(d) for d in depths]
     fig = go.Figure(
-        go.Heatmap(
+        layout=_TEMPLATE_ONLY,
+        data=go.Heatmap(
             z=z,
             x=x,
             y=y,
@@ -128,7 +134,7 @@ def length_curves(margins: Sequence[Margin], runs: Sequence[str], title: str):
     """
     import plotly.graph_objects as go
 
-    fig = go.Figure()
+    fig = go.Figure(layout=_TEMPLATE_ONLY)
     all_lengths = sorted({m.length for m in margins if m.length is not None and m.run in runs})
     log_axis = bool(all_lengths) and all_lengths[0] > 0
     for i, run in enumerate(runs):

@@ -112,6 +112,7 @@ JS = """
   window.longctxOpenFailures = openFailures;
   for (const f of figs) {
     const div = document.getElementById(f.id);
+    if (f.shared_template) f.figure.layout.template = figs[0].figure.layout.template;
     Plotly.newPlot(div, f.figure.data, f.figure.layout, CONFIG).then(function (gd) {
       if (f.kind !== 'heatmap') return;
       const hint = document.getElementById(f.id + '-hint');
@@ -370,6 +371,18 @@ def _json_for_script(value: Any) -> str:
     )
 
 
+def _share_template(entry: dict[str, Any], figs: list[dict[str, Any]]) -> None:
+    """Drop ``entry``'s layout template when it equals the first figure's (``shared_template``:
+    the page script puts that one back), so the template is in the page once, not per figure."""
+    layout = entry["figure"].get("layout") or {}
+    if not figs or "template" not in layout:
+        return
+    first = (figs[0]["figure"].get("layout") or {}).get("template")
+    if first is not None and layout["template"] == first:
+        del layout["template"]
+        entry["shared_template"] = True
+
+
 def render_report(
     runs: Sequence[RunData], title: str = "longctx report", max_failures_per_cell: int = 25
 ) -> str:
@@ -386,7 +399,9 @@ def render_report(
     figs: list[dict[str, Any]] = []
 
     def add_figure(fig_id: str, kind: str, fig) -> str:
-        figs.append({"id": fig_id, "kind": kind, "figure": json.loads(pio.to_json(fig, validate=False))})
+        entry = {"id": fig_id, "kind": kind, "figure": json.loads(pio.to_json(fig, validate=False))}
+        _share_template(entry, figs)
+        figs.append(entry)
         hint = f"<div class='hint' id='{fig_id}-hint'></div>" if kind == "heatmap" else ""
         return f"<div><div class='fig' id='{fig_id}'></div>{hint}</div>"
 
