@@ -28,11 +28,16 @@ Sources:
 from __future__ import annotations
 
 import bisect
+import hashlib
 import importlib.util
 import json
+import os
 import re
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import msgspec
 
 from longctx._errors import LongctxError
 from longctx._protocols import Tokenizer
@@ -144,6 +149,8 @@ class TokenStream:
         self.pieces: list[str] = []
         """Text each consumed unit was tokenized as (unit 0 bare, later units with the joiner)."""
         self._count = 0
+        self._cache_path: Path | None = None
+        self._saved = 0
 
     @property
     def cycle(self) -> int | None:
@@ -169,6 +176,45 @@ class TokenStream:
             self.ids.extend(piece_ids)
         self.pieces += pieces[:batch]
         self._count += batch
+
+    # ---- on-disk cache of the tokenization ----------------------------------------------------
+    def attach_cache(self, path: Path | None) -> None:
+        """Read the units tokenized so far from ``path`` (see :func:`cache_path`) and write newly
+        tokenized ones there on :meth:`persist`. An unreadable file is a miss, never an error."""
+        self._cache_path = path
+        if path is None:
+            return
+        try:
+            data = msgspec.msgpack.decode(path.read_bytes(), type=_CachedStream)
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return
+        ids, starts = array("I"), array("I")
+        ids.frombytes(data.ids)
+        starts.frombytes(data.starts)
+        if data.count != len(starts) or data.count != len(data.pieces) or not data.count:
+            return
+        self.ids, self.starts, self.head, self.pieces = ids.tolist(), starts.tolist(), data.head, data.pieces
+        self._count = self._saved = data.count
+        self._restored(data.count)
+
+    def _restored(self, count: int) -> None:
+        """Hook: ``count`` units came from the cache (sources that are not indexable skip them)."""
+
+    def persist(self) -> None:
+        """Write the tokenization to the attached cache file if units were added since (atomic)."""
+        path = self._cache_path
+        if path is None or self._count <= self._saved:
+            return
+        blob = msgspec.msgpack.encode(_CachedStream(
+            self._count, array("I", self.ids).tobytes(), array("I", self.starts).tobytes(), self.head, self.pieces))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+        except OSError:
+            return  # a read-only or full cache folder costs speed, not correctness
+        self._saved = self._count
 
     def ensure(self, n_tokens: int, n_units: int = 0) -> None:
         """Tokenize more units (each once) until ids exceed ``n_tokens`` and ``n_units`` units exist."""
@@ -211,13 +257,61 @@ class LazyLineStream(TokenStream):
     def __init__(self, lines: Iterator[str], tokenizer: Tokenizer):
         super().__init__((), "\n", tokenizer)
         self._lines = lines
+        self._skip = 0
 
     @property
     def cycle(self) -> int | None:
         return None
 
+    def _restored(self, count: int) -> None:
+        self._skip = count  # the generator is replayed past them before it feeds new units
+
     def _texts(self, first: int, count: int) -> list[str]:
+        for _ in range(self._skip):
+            next(self._lines)
+        self._skip = 0
         return [next(self._lines) for _ in range(count)]
+
+
+class _CachedStream(msgspec.Struct, array_like=True):
+    """A :class:`TokenStream`'s tokenization on disk."""
+
+    count: int
+    """Units tokenized."""
+    ids: bytes
+    """:attr:`TokenStream.ids` as ``array("I")`` bytes."""
+    starts: bytes
+    """:attr:`TokenStream.starts` as ``array("I")`` bytes."""
+    head: list[int]
+    """:attr:`TokenStream.head`."""
+    pieces: list[str]
+    """:attr:`TokenStream.pieces`."""
+
+
+#: Bump when what a cached stream holds or how units are tokenized changes.
+CACHE_VERSION = 1
+
+
+def cache_path(tokenizer: Tokenizer, *key: object) -> Path | None:
+    """Cache file of a haystack's tokenization under ``$LONGCTX_CACHE/haystacks``: keyed by the
+    tokenizer's ``fingerprint`` (its files' hash) and ``key`` (what decides the units: their text's
+    hash, or the task options and seed that generate them). None when the tokenizer has no
+    fingerprint (a served model's ``/tokenize``) or ``LONGCTX_HAYSTACK_CACHE=0``."""
+    fingerprint = getattr(tokenizer, "fingerprint", None)
+    if not isinstance(fingerprint, str) or os.environ.get("LONGCTX_HAYSTACK_CACHE", "1") == "0":
+        return None
+    from longctx._models import cache_dir
+
+    digest = hashlib.sha256(json.dumps([CACHE_VERSION, fingerprint, *key], default=str).encode()).hexdigest()
+    return cache_dir() / "haystacks" / f"{digest[:32]}.msgpack"
+
+
+def units_key(units: Sequence[str], joiner: str) -> str:
+    """Hash of a unit list and its joiner (the cache key of a text haystack)."""
+    digest = hashlib.sha256(joiner.encode())
+    for unit in units:
+        digest.update(b"\0" + unit.encode())
+    return digest.hexdigest()
 
 
 def encode_many(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
@@ -228,11 +322,17 @@ def encode_many(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(t) for t in texts]
 
 
-def prose_stream(text: str, tokenizer: Tokenizer) -> TokenStream:
+def prose_stream(text: str, tokenizer: Tokenizer, *, cached: bool = True) -> TokenStream:
     """Sentences of ``text`` joined by spaces (RULER's essay haystack layout)."""
-    return TokenStream(split_sentences(text), " ", tokenizer)
+    return _cached(TokenStream(split_sentences(text), " ", tokenizer), cached)
 
 
-def line_stream(lines: Sequence[str], tokenizer: Tokenizer) -> TokenStream:
+def line_stream(lines: Sequence[str], tokenizer: Tokenizer, *, cached: bool = True) -> TokenStream:
     """Lines joined by newlines (RULER's noise / needle haystack layout)."""
-    return TokenStream(list(lines), "\n", tokenizer)
+    return _cached(TokenStream(list(lines), "\n", tokenizer), cached)
+
+
+def _cached(stream: TokenStream, cached: bool) -> TokenStream:
+    if cached:
+        stream.attach_cache(cache_path(stream.tokenizer, "units", units_key(stream.units, stream.joiner)))
+    return stream

@@ -85,6 +85,12 @@ def _word_lists() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return adjs, nouns
 
 
+@lru_cache(maxsize=1)
+def _words_digest() -> str:
+    """Hash of the word lists (a cache key part: another wonderwords release, other lines)."""
+    return hashlib.sha256("\0".join(w for words in _word_lists() for w in words).encode()).hexdigest()
+
+
 def random_value(kind: str, rng: random.Random) -> str:
     """A random key/value of RULER's kinds: ``words``, ``numbers`` (7 digits) or ``uuids``."""
     if kind == "words":
@@ -223,7 +229,11 @@ class RulerNiah:
                 if key not in taken:
                     yield NEEDLE.format(type_needle_v=plural, key=key, value=random_value(self.value_kind, rng))
 
-        return hs.LazyLineStream(lines(), tokenizer)
+        stream = hs.LazyLineStream(lines(), tokenizer)
+        # everything the lines depend on: the rng's seed parts, the excluded keys, the kinds
+        stream.attach_cache(hs.cache_path(tokenizer, "ruler-distractors", NEEDLE, self.name, seed, index,
+                                          self.key_kind, self.value_kind, sorted(taken), _words_digest()))
+        return stream
 
     # ---- samples ------------------------------------------------------------------------------
     def _prompt(self, pf: PromptFrame, context: list[int], context_text: str, around: tuple[str, str],
@@ -299,6 +309,7 @@ class RulerNiah:
                         evidence_depth=round(100 * offsets[0] / len(context), 2),
                         metadata=metadata,
                     )
+            stream.persist()
 
 
 class _Layout:
