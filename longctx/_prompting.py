@@ -50,7 +50,10 @@ class PromptFrame:
                text: str | None = None) -> Prompt:
         """The full prompt around ``context_ids`` (text decoded from the same ids unless the caller,
         who knows what the ids were tokenized from, gives ``context_text`` / the whole ``text``)."""
-        ids = self.prefix_ids + tuple(context_ids) + self.suffix_ids
+        joined = list(self.prefix_ids)  # one list, one tuple: a third of the copying of tuple + tuple
+        joined += context_ids
+        joined += self.suffix_ids
+        ids = tuple(joined)
         context = context_text if context_text is not None else tokenizer.decode(context_ids)
         start = self.user_template.index(_SLOT)
         return Prompt(
