@@ -61,7 +61,7 @@ else:
     t0 = time.perf_counter()
     outs = llm.generate([TokensPrompt(prompt_token_ids=p["ids"]) for p in prompts], sp, use_tqdm=False)
 s = time.perf_counter() - t0
-print(json.dumps({"s": s, "prompt": sum(len(o.prompt_token_ids) for o in outs),
+open(args["out"], "w").write(json.dumps({"s": s, "prompt": sum(len(o.prompt_token_ids) for o in outs),
                   "cached": sum(o.num_cached_tokens or 0 for o in outs),
                   "gen": sum(len(o.outputs[0].token_ids) for o in outs)}))
 """
@@ -219,13 +219,13 @@ def main() -> None:
         with open(tmp / "prompts.jsonl", "w") as fh:
             fh.writelines(json.dumps(p) + "\n" for p in prompts)
         spec = {"prompts": str(tmp / "prompts.jsonl"), "model": str(model), "max_model_len": 8192, "gen": GEN,
-                "chat": args.chat_only}
+                "chat": args.chat_only, "out": str(tmp / "offline.json")}
         env = cpu_environment(dict(os.environ, VLLM_NO_USAGE_STATS="1"))
         proc = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(spec)], capture_output=True, text=True,
                               env=env)
         if proc.returncode != 0:
             raise SystemExit(f"offline engine failed:\n{proc.stderr[-3000:]}")
-        rows["(a) vLLM offline LLM.generate"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows["(a) vLLM offline LLM.generate"] = json.loads((tmp / "offline.json").read_text())
 
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache
         cfg = ServerConfig(model_path=model, served_model_name="default", max_model_len=8192, log_dir=tmp / "log")

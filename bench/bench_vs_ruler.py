@@ -12,7 +12,8 @@ For every (task, length) this runs, as separate processes and one after the othe
   ``max_position_embeddings=131072``, weights symlinked, because the oracle refuses lengths beyond
   ``--model``'s window; only the tokenizer is used).
 
-It prints wall seconds, samples/s, fill = (prompt tokens + tokens_to_generate) / length, min and
+It prints wall seconds, CPU seconds (user + system, of the process and its children: the
+machine may be shared, wall time then measures the neighbours too), samples/s, fill = (prompt tokens + tokens_to_generate) / length, min and
 mean (RULER: its output's ``length`` field; longctx: ``metadata["fill"]`` of the results; RULER's
 prompts have no chat template, longctx's have SmolLM2's) and RULER / longctx, side by side.
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -74,6 +76,16 @@ def ruler_template(ruler_python: str, ruler: Path) -> str:
                           capture_output=True, text=True, check=True).stdout
 
 
+def timed(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, float]:
+    """Run ``cmd``: (process, wall seconds, CPU seconds user + system of it and its children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return proc, wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
 def run_ruler(args, task: str, length: int, tokenizer: Path, template: str, out: Path) -> dict:
     ruler = Path(args.ruler_dir)
     cmd = [args.ruler_python, str(ruler / "scripts/data/synthetic/niah.py"), "--save_dir", str(out),
@@ -82,13 +94,11 @@ def run_ruler(args, task: str, length: int, tokenizer: Path, template: str, out:
            "--num_samples", str(args.samples), "--random_seed", "42", "--template", template]
     for key, value in yaml_args(ruler, task).items():
         cmd += [f"--{key}", str(value)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
+    proc, seconds, cpu = timed(cmd)
     if proc.returncode != 0:
         raise SystemExit(f"RULER {task} {length} failed:\n{proc.stderr[-2000:]}")
     lengths = [json.loads(line)["length"] for line in (out / task / "validation.jsonl").open()]
-    return {"s": seconds, "n": len(lengths), "fills": [n / length for n in lengths]}
+    return {"s": seconds, "cpu": cpu, "n": len(lengths), "fills": [n / length for n in lengths]}
 
 
 def run_longctx(args, task: str, length: int, model: Path, out: Path, env: dict[str, str]) -> dict:
@@ -99,13 +109,11 @@ def run_longctx(args, task: str, length: int, model: Path, out: Path, env: dict[
                      "-r", "oracle", "-m", str(model), "-o", str(out)]
     if task in ESSAY_TASKS:
         cmd += ["-O", f"essay_json={args.essay_json}"]
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    seconds = time.perf_counter() - t0
+    proc, seconds, cpu = timed(cmd, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"longctx {task} {length} failed:\n{proc.stderr[-2000:]}")
     fills = [json.loads(line)["extra"]["metadata"]["fill"] for line in (out / "results.jsonl").open()]
-    return {"s": seconds, "n": len(fills), "fills": fills}
+    return {"s": seconds, "cpu": cpu, "n": len(fills), "fills": fills}
 
 
 def long_window_copy(src: Path, dest: Path, window: int = 131072) -> Path:
@@ -161,8 +169,8 @@ def main() -> None:
             if not target.exists():
                 shutil.copy(args.essay_json, target)
         print(f"{args.samples} samples per length; longctx depths {args.depths}; tokenizer {tokenizer}")
-        head = (f"{'task':<16} {'length':>7} {'RULER s':>8} {'/s':>7} {'fill min/mean':>13} "
-                f"{'longctx s':>9} {'/s':>7} {'fill min/mean':>13} {'speed-up':>8}")
+        head = (f"{'task':<16} {'length':>7} {'RULER s':>8} {'cpu s':>7} {'/s':>6} {'fill min/mean':>13} "
+                f"{'longctx s':>9} {'cpu s':>6} {'/s':>6} {'fill min/mean':>13} {'speed-up':>8} {'cpu':>6}")
         if args.warm:
             head += f" {'warm s':>7} {'speed-up':>8}"
         print(head, flush=True)
@@ -171,9 +179,9 @@ def main() -> None:
                 r = run_ruler(args, task, length, tokenizer, template, tmp / f"ruler-{task}-{length}")
                 lc = run_longctx(args, task, length, model, tmp / f"lc-{task}-{length}", env)
                 row = {"task": task, "length": length, "ruler": r, "longctx": lc}
-                line = (f"{task:<16} {length:>7} {r['s']:>8.2f} {r['n'] / r['s']:>7.1f} {fmt_fill(r['fills']):>13} "
-                        f"{lc['s']:>9.2f} {lc['n'] / lc['s']:>7.1f} {fmt_fill(lc['fills']):>13} "
-                        f"{r['s'] / lc['s']:>7.1f}x")
+                line = (f"{task:<16} {length:>7} {r['s']:>8.2f} {r['cpu']:>7.2f} {r['n'] / r['s']:>6.1f} "
+                        f"{fmt_fill(r['fills']):>13} {lc['s']:>9.2f} {lc['cpu']:>6.2f} {lc['n'] / lc['s']:>6.1f} "
+                        f"{fmt_fill(lc['fills']):>13} {r['s'] / lc['s']:>7.1f}x {r['cpu'] / lc['cpu']:>5.1f}x")
                 if args.warm:
                     warm = run_longctx(args, task, length, model, tmp / f"lc-warm-{task}-{length}", env)
                     row["longctx_warm"] = warm
@@ -181,7 +189,8 @@ def main() -> None:
                 print(line, flush=True)
                 for side in ("ruler", "longctx", "longctx_warm"):
                     if side in row:
-                        row[side] = {"s": row[side]["s"], "n": row[side]["n"], "fill_min": min(row[side]["fills"]),
+                        row[side] = {"s": row[side]["s"], "cpu": row[side]["cpu"], "n": row[side]["n"],
+                                     "fill_min": min(row[side]["fills"]),
                                      "fill_mean": sum(row[side]["fills"]) / len(row[side]["fills"])}
                 rows.append(row)
                 shutil.rmtree(tmp / f"ruler-{task}-{length}", ignore_errors=True)

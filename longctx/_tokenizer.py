@@ -65,7 +65,10 @@ class _RustBackend:
         return self._tok.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+        if len(texts) <= 16:  # waking the Rust thread pool costs more than a few short texts
+            return [self.encode(t) for t in texts]
+        batch = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch  # fast: no offsets
+        return [e.ids for e in batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
