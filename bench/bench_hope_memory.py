@@ -11,6 +11,20 @@ record the resident set size (RSS), stream a random prompt of ``length`` tokens 
 mark is reset after loading, then read from ``VmHWM``), the state's bytes, prefill and decode
 tokens/s. The target checked at the end:
 HOPE's peak growth at the longest length within 1.2x of its growth at 4K.
+
+Against an older implementation (never committed; copies taken with ``git show``)::
+
+    git show a565be8:runners/hope/model.py > /tmp/old_model.py
+    mkdir -p /tmp/old-hope-demo && for f in config.json model.safetensors tokenizer.json \
+        tokenizer_config.json chat_template.jinja; do
+        git show a565be8:runners/hope/checkpoints/hope-demo/$f > /tmp/old-hope-demo/$f; done
+    nice -n 10 python bench/bench_hope_memory.py --old-model /tmp/old_model.py \
+        --old-checkpoint /tmp/old-hope-demo --variants hope-old,hope-same,hope,transformer
+
+adds ``hope-old`` (the old implementation running the old checkpoint) and ``hope-same`` (this
+implementation running the same old checkpoint: the speed-up at equal maths and weights), and
+prints the prefill-speed ratios hope-same/hope-old, hope/hope-old and hope/transformer. Speeds are
+in wall time and in process CPU time (``cpu_tok_s``; what the work costs on a shared machine).
 """
 
 from __future__ import annotations
@@ -37,7 +51,26 @@ def _reset_peak() -> None:
         fh.write("5")
 
 
-def child(variant: str, length: int, prefill_chunk: int, decode: int, random_init: bool, threads: int) -> dict:
+def _old_model(model_py: str, folder: str):
+    """The checkpoint at ``folder`` in the implementation ``model_py`` (a copy of an older model.py)."""
+    import importlib.util
+
+    import torch
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("old_hope_model", model_py)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_hope_model"] = module
+    spec.loader.exec_module(module)
+    with open(f"{folder}/config.json") as fh:
+        cfg = module.HopeConfig.from_dict(json.load(fh)["model"])
+    model = module.HopeLM(cfg)
+    model.load_state_dict(load_file(f"{folder}/model.safetensors"))
+    return model.eval(), torch.no_grad   # the old runner's grad mode
+
+
+def child(variant: str, length: int, prefill_chunk: int, decode: int, random_init: bool, threads: int,
+          old_model: str | None = None, old_checkpoint: str | None = None) -> dict:
     """One measurement in this (fresh) process."""
     import torch
 
@@ -45,8 +78,13 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
     from longctx._models import NAMED
     from longctx.runners.hope.checkpoint import load_checkpoint
 
-    folder = NAMED[f"{variant}-demo"].path
-    if random_init or not folder.exists():
+    grad_mode = torch.inference_mode   # what runner hope uses (without test-time CMS learning)
+    folder = NAMED[f"{variant.split('-')[0]}-demo"].path
+    if variant == "hope-old":
+        model, grad_mode = _old_model(old_model, old_checkpoint)
+    elif variant == "hope-same":
+        model, _ = load_checkpoint(old_checkpoint)
+    elif random_init or not folder.exists():
         from longctx.runners.hope.model import HopeLM
         from longctx.runners.hope.train import demo_config
 
@@ -59,11 +97,11 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
     base = _status_mb("VmRSS")
     _reset_peak()
     state = None
-    with torch.no_grad():
-        t0 = time.perf_counter()
+    with grad_mode():
+        c0, t0 = time.process_time(), time.perf_counter()
         for start in range(0, length, prefill_chunk):
             logits, state = model(ids[:, start:start + prefill_chunk], state, learn=False, logits="last")
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         for _ in range(decode):
             token = logits[:, -1].argmax(-1, keepdim=True)           # (1, 1)
             logits, state = model(token, state, learn=False, logits="last")
@@ -72,7 +110,8 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
     return {"variant": variant, "length": length, "rss_after_load_mb": round(base, 1),
             "peak_rss_mb": round(peak, 1), "peak_growth_mb": round(peak - base, 1),
             "state_mb": round(state.nbytes() / 2**20, 2),
-            "prefill_tok_s": round(length / (t1 - t0)), "decode_tok_s": round(decode / (t2 - t1), 1)}
+            "prefill_tok_s": round(length / (t1 - t0)), "cpu_tok_s": round(length / (c1 - c0)),
+            "decode_tok_s": round(decode / (t2 - t1), 1)}
 
 
 def main() -> None:
@@ -83,11 +122,13 @@ def main() -> None:
     p.add_argument("--decode", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--random", action="store_true", help="random weights of the demo config, not the checkpoints")
+    p.add_argument("--old-model", help="copy of an older runners/hope/model.py (variant hope-old)")
+    p.add_argument("--old-checkpoint", help="checkpoint folder for hope-old and hope-same")
     p.add_argument("--child", nargs=2, metavar=("VARIANT", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]), args.prefill_chunk, args.decode,
-                               args.random, args.threads)))
+                               args.random, args.threads, args.old_model, args.old_checkpoint)))
         return
     variants = args.variants.split(",")
     lengths = [int(x) for x in args.lengths.split(",")]
@@ -98,6 +139,9 @@ def main() -> None:
                    str(args.prefill_chunk), "--decode", str(args.decode), "--threads", str(args.threads)]
             if args.random:
                 cmd.append("--random")
+            for flag, value in (("--old-model", args.old_model), ("--old-checkpoint", args.old_checkpoint)):
+                if value:
+                    cmd += [flag, value]
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{variant} {length}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
@@ -105,7 +149,8 @@ def main() -> None:
             rows[(variant, length)] = json.loads(out.stdout.strip().splitlines()[-1])
             r = rows[(variant, length)]
             print(f"  {variant:12s} {length:6d}: peak growth {r['peak_growth_mb']:8.1f} MB  state {r['state_mb']:7.2f} MB"
-                  f"  prefill {r['prefill_tok_s']:6d} tok/s  decode {r['decode_tok_s']:6.1f} tok/s", flush=True)
+                  f"  prefill {r['prefill_tok_s']:6d} tok/s ({r['cpu_tok_s']:6d} per CPU s)"
+                  f"  decode {r['decode_tok_s']:6.1f} tok/s", flush=True)
     header = f"{'length':>7} | " + " | ".join(f"{v + ' growth MB':>22} {'state MB':>9} {'prefill tok/s':>13}" for v in variants)
     print("\n" + header + "\n" + "-" * len(header))
     for length in lengths:
@@ -126,6 +171,18 @@ def main() -> None:
             flag = "  OK" if v == "hope" and ratio <= 1.2 else ("  ABOVE TARGET" if v == "hope" else "")
             print(f"  {v:12s} {ratio:6.2f}x  (whole-process peak RSS {b['peak_rss_mb']:.0f} -> {a['peak_rss_mb']:.0f} MB"
                   f" = {total:.2f}x; state {b['state_mb']:.2f} -> {a['state_mb']:.2f} MB){flag}")
+    pairs = [(a, b) for a, b in (("hope-same", "hope-old"), ("hope", "hope-old"), ("hope", "transformer"),
+                                 ("hope-same", "transformer")) if a in variants and b in variants]
+    if pairs:
+        print("\nprefill speed ratios, wall (CPU time) [target hope-same/hope-old >= 5]:")
+        print(f"{'length':>7} | " + " | ".join(f"{a + '/' + b:>26}" for a, b in pairs))
+        for length in lengths:
+            cells = []
+            for a, b in pairs:
+                ra, rb = rows.get((a, length)), rows.get((b, length))
+                cells.append(f"{ra['prefill_tok_s'] / rb['prefill_tok_s']:>12.2f}x ({ra['cpu_tok_s'] / rb['cpu_tok_s']:>9.2f}x)"
+                             if ra and rb else f"{'-':>26}")
+            print(f"{length:>7} | " + " | ".join(cells))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,20 @@ Facts about the source format, read from the reproduction's source (PyPI ``neste
 - variants ``hope_selfmod`` (the paper's HOPE), ``hope_attention``, ``transformer`` and
   ``hope_hybrid`` (the reproduction's own: attention + a memory MLP + CMS; not in the paper);
 - the LM head is tied to the embedding; at inference (no label-driven "teach signal") its CMS
-  levels and hybrid memory are static and the self-modifying Titans update as in the paper.
+  levels and hybrid memory are static;
+- its forward for ``hope_selfmod`` does NOT write the self-modifying Titans memories:
+  ``HOPESelfModBlock.forward`` calls ``SelfModifyingTitans.forward``, which reads M_memory at its
+  stored weights for every token (``m_memory(normalize(w_q(conv(x))))``); the chunkwise writes of
+  Eqs. 88-93 happen only in ``SelfModifyingTitans.forward_with_updates``, called by the separate
+  update pass (``apply_updates_inplace``, after an outer backward, with a teach signal) or on a
+  fast state given a teach signal. Checked against the installed package 0.2.0
+  (``nested_learning/hope/block.py``, ``nested_learning/titan/self_modifying.py``).
+
+Converted ``hope`` checkpoints therefore set ``titans_writes`` false: they compute what the
+package's forward computes (tested against logits the package produced,
+``tests/runners/hope/data/nested_learning_0.2.0``). ``-R titans_writes=true`` runs them with
+longctx's in-context writes instead (the package's ``forward_with_updates`` read-then-write order,
+also tested); the provenance's ``titans_semantics`` says which one the folder holds.
 
 Converted checkpoints keep every setting that changes the function computed at inference
 (``eta_scale`` = ``self_mod_lr``, chunk sizes, ``use_skip``, q/k normalisation, conv windows) and
@@ -31,6 +44,11 @@ from typing import Any
 
 from longctx._errors import LongctxError
 from longctx.runners._openai_client import one_line
+
+#: Recorded in converted ``hope`` folders: what the reproduction computes and what the folder does.
+TITANS_SEMANTICS = ("nested-learning 0.2.0's forward reads the Titans memories without writing them "
+                    "(writes only in its teach-signal update pass); titans_writes=false reproduces it, "
+                    "-R titans_writes=true runs longctx's in-context writes")
 
 #: Reproduction variant -> longctx variant.
 VARIANTS = {"hope_selfmod": "hope", "hope_attention": "hope_attention", "transformer": "transformer",
@@ -113,7 +131,7 @@ def hope_config(model_cfg: dict[str, Any], *, allow_nonpaper: bool = False) -> A
             memory_input_l2norm=False, chunk_size=chunk,
             chunk_size_memory=int(_get(model_cfg, "self_mod_chunk_size_memory", chunk)),
             eta_scale=float(_get(model_cfg, "self_mod_lr", 1e-3)), eta_activation="softplus",
-            alpha_logit_offset=0.0,
+            alpha_logit_offset=0.0, titans_writes=False,
             cms_periods=tuple(int(lv["update_period"]) for lv in levels) or (1,),
             cms_lr=tuple(0.0 for _ in levels) or (0.0,), cms_hidden_mult=4,
             cms_layernorm=bool(_get(model_cfg, "cms_use_layernorm", True)),
@@ -273,4 +291,6 @@ def convert(checkpoint: str | Path, out: str | Path, *, config_path: str | Path 
         "note": "CMS levels frozen at test time (cms_lr 0): the reproduction updates them only from "
                 "label-driven teach signals",
     }
+    if cfg.variant == "hope":
+        provenance["titans_semantics"] = TITANS_SEMANTICS
     return save_checkpoint(out, model, tok, context_window=context_window, provenance=provenance)

@@ -63,6 +63,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from longctx.runners.hope.titans import CausalConv, GroupState, SelfReferentialTitans
+
 VARIANTS = ("hope", "hope_attention", "transformer", "hope_hybrid")
 #: Variants described in the paper (``hope_hybrid`` is the reproduction's own).
 PAPER_VARIANTS = ("hope", "hope_attention", "transformer")
@@ -94,6 +96,12 @@ class HopeConfig:
     into channels the conv shifts) instead of to the block input (the reproduction's layout)."""
     memory_qk_norm: bool = True
     """L2-normalise the Titans q and k (paper: yes)."""
+    titans_writes: bool = True
+    """The Titans memories write themselves in context at every chunk boundary (the paper's HOPE;
+    longctx's semantics). False: they are only read, at their meta-learned initial state, which is
+    what nested-learning 0.2.0's forward computes for ``hope_selfmod`` (``HOPESelfModBlock.forward``
+    -> ``SelfModifyingTitans.forward``; it writes only in its separate, teach-signal-driven update
+    pass). Runner option ``-R titans_writes=...`` overrides it."""
     chunk_size: int = 16
     """Chunk size of the k, v, eta, alpha memories (tokens between their updates)."""
     chunk_size_memory: int = 64
@@ -115,6 +123,12 @@ class HopeConfig:
     memory_input_l2norm: bool = False
     """L2-normalise the Titans input x_t (paper, reproduction: no). Keeps the self-generated targets
     v_hat on the scale of the unit-norm keys; without it the memories diverged in our training."""
+    memory_value_target: bool = False
+    """The output memory regresses on the value v_t itself, L = ||M_memory(k_t) - v_t||^2 (the Titans
+    rule), instead of its self-generated target M_memory(v_t) (Eq. 88; paper, reproduction: False).
+    With the self-generated target its W1 is pulled towards W1 a(v)/|a(k)| at every write, a
+    geometric growth: the demo configuration at random initialisation reached inf within 60 chunks
+    (1K tokens), and the first demo checkpoint (trained on 192 tokens) turned to NaN near 1K."""
     alpha_logit_offset: float = 0.0
     """alpha_t = sigmoid(M_alpha(x_t) + offset); > 0 starts training with long retention."""
     cms_periods: tuple[int, ...] = (16, 256)
@@ -331,215 +345,6 @@ class HybridBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Self-referential Titans (Eqs. 83-93)
-# ----------------------------------------------------------------------------------------------
-
-#: Memory groups: the members of a group are written together, every ``chunk_size`` tokens for
-#: ``other`` and every ``chunk_size_memory`` tokens for ``output``.
-GROUPS = {"other": ("k", "v", "eta", "alpha"), "output": ("memory",)}
-
-
-class SelfReferentialTitans(nn.Module):
-    """Fixed q projection; memories M_k, M_v, M_eta, M_alpha, M_memory writing themselves."""
-
-    def __init__(self, cfg: HopeConfig):
-        super().__init__()
-        self.cfg = cfg
-        d, h = cfg.dim, cfg.memory_hidden
-        conv_channels = 3 * d if cfg.conv_after_projection else d   # [q; k; v] or the input x
-        self.conv = CausalConv(conv_channels, cfg.memory_conv_window) if cfg.memory_conv_window else None
-        self.w_q = nn.Linear(d, d, bias=False)
-        self.m_k = MLPMemory(d, h, d, skip=False)
-        self.m_v = MLPMemory(d, h, d, skip=False)
-        self.m_eta = MLPMemory(d, h, 1, skip=cfg.memory_skip)
-        self.m_alpha = MLPMemory(d, h, 1, skip=cfg.memory_skip)
-        self.m_memory = MLPMemory(d, h, d, skip=False)
-        self.groups = {g: MemoryGroup([getattr(self, f"m_{n}") for n in names], names)
-                       for g, names in GROUPS.items()}
-
-    def init_state(self, st: LayerState, batch: int) -> None:
-        """Copy the meta-learned initial states into the fast state (one per sequence)."""
-        st.fast = {g: group.initial_state(batch) for g, group in self.groups.items()}
-        st.pending = {g: None for g in self.groups}
-
-    def forward(self, x: Tensor, st: LayerState, position: int) -> Tensor:
-        cfg = self.cfg
-        if cfg.memory_input_l2norm:
-            x = F.normalize(x, dim=-1, eps=1e-6)
-        conv_qkv = self.conv is not None and cfg.conv_after_projection
-        if self.conv is not None and not conv_qkv:
-            x = self.conv(x, st)                                       # (B, T, d)
-        chunk = {"other": cfg.chunk_size, "output": cfg.chunk_size_memory}
-        outputs, start, T = [], 0, x.shape[1]
-        while start < T:
-            pos = position + start
-            # a piece ends at the next chunk boundary of either group (absolute positions)
-            n = min(*(c - pos % c for c in chunk.values()), T - start)
-            xp = x[:, start:start + n]                                 # (B, n, d)
-            m = self.groups["other"].read(st.fast["other"], xp)        # every member reads x_t
-            k, v = m["k"], m["v"]                                      # (B, n, d)
-            q = self.w_q(xp)
-            if conv_qkv:   # the conv runs piece by piece, its tail carried in the state
-                q, k, v = self.conv(torch.cat([q, k, v], -1), st).split(cfg.dim, -1)   # (B, n, d) x 3
-            if cfg.memory_qk_norm:
-                k, q = F.normalize(k, dim=-1, eps=1e-6), F.normalize(q, dim=-1, eps=1e-6)
-            eta = (F.softplus if cfg.eta_activation == "softplus" else torch.sigmoid)(m["eta"])   # scaled per group
-            log_alpha = F.logsigmoid(m["alpha"] + cfg.alpha_logit_offset)   # (B, n, 1)
-            o = self.groups["output"].read(st.fast["output"], q, only="memory")["memory"]
-            outputs.append(o)                                          # o_t = M_memory(q_t)
-            tokens = torch.cat([k, v, eta, log_alpha], dim=-1)         # (B, n, 2d + 2)
-            for g in self.groups:
-                st.pending[g] = tokens if st.pending[g] is None else torch.cat([st.pending[g], tokens], 1)
-                if (pos + n) % chunk[g] == 0:                          # end of this group's chunk
-                    st.fast[g] = self._write(g, st.fast[g], st.pending[g])
-                    st.pending[g] = None
-            start += n
-        return torch.cat(outputs, dim=1)                               # (B, T, d)
-
-    def _write(self, g: str, state: GroupState, tokens: Tensor) -> GroupState:
-        """One chunk of delta-rule updates (Eq. 90) for the members of group ``g``."""
-        d = self.cfg.dim
-        k, v = tokens[..., :d], tokens[..., d:2 * d]                   # (B, C, d) each
-        eta, log_alpha = tokens[..., 2 * d], tokens[..., 2 * d + 1]    # (B, C) each
-        other = self.cfg.eta_scale_other
-        eta = eta * (other if g == "other" and other is not None else self.cfg.eta_scale)
-        u, err, act = self.groups[g].loss_gradient(state, k, v, normalized=self.cfg.memory_normalized_steps)
-        w_in = delta_rule_chunk(state[0], u, k, eta, log_alpha)        # (B, R, d)
-        if self.cfg.memory_normalized_steps:
-            # NLMS on W1 with key a^_t = a_t/|a_t|: the delta rule with unit keys, error r_t - v_hat_t
-            w1 = []
-            for w, e, a in zip(state[1], err, act):
-                norm = a.norm(dim=-1, keepdim=True).clamp_min(1e-6)  # (B, C, 1)
-                residual_err = (e / 2 - a @ w.mT) / norm               # (r_t - v_hat_t) / |a_t|: (B, C, o)
-                w1.append(delta_rule_chunk(w, residual_err, a / norm, eta, log_alpha))
-            return w_in, w1
-        gamma = log_alpha.sum(1).exp()[:, None, None]                  # (B, 1, 1): gamma_C
-        step = (_decay_to_end(log_alpha) * eta)[..., None]             # (B, C, 1): eta_t gamma_C/gamma_t
-        # each W1 is decayed by alpha_t and stepped by -eta_t grad_W1 = -eta_t e_t a_t^T
-        w1 = [gamma * w - (e * step).mT @ a for w, e, a in zip(state[1], err, act)]
-        return w_in, w1
-
-
-class MLPMemory(nn.Module):
-    """One Titans memory, M(x) = x + W1 gelu(W2 x) (Eq. 91); its meta-learned initial state.
-
-    Scalar memories (out_dim 1) have no identity path; ``skip`` adds the reproduction's W_skip x.
-    """
-
-    def __init__(self, dim: int, hidden: int, out_dim: int, skip: bool):
-        super().__init__()
-        self.dim, self.hidden, self.out_dim = dim, hidden, out_dim
-        self.residual = out_dim == dim
-        self.w2 = nn.Parameter(_uniform(hidden, dim))
-        self.w1 = nn.Parameter(_uniform(out_dim, hidden))
-        self.w_skip = nn.Parameter(_uniform(out_dim, dim)) if skip and not self.residual else None
-
-    @property
-    def input_rows(self) -> Tensor:
-        """[W2; W_skip]: every row takes the memory's input (key) directly: (h [+ o], d)."""
-        return self.w2 if self.w_skip is None else torch.cat([self.w2, self.w_skip], dim=0)
-
-
-#: Fast state of a memory group: (W_in (B, R, d) = every member's [W2; W_skip] stacked, [W1 (B, o, h)]).
-GroupState = tuple[Tensor, list[Tensor]]
-
-
-class MemoryGroup:
-    """Memories written together share k, eta, alpha: their input-side rows are stacked into one
-    matrix W_in, so a group reads with one matmul and updates with one triangular solve."""
-
-    def __init__(self, memories: list[MLPMemory], names: tuple[str, ...]):
-        self.memories, self.names = memories, names
-        self.rows: list[tuple[int, int, int]] = []                     # (hidden start, skip start, end)
-        offset = 0
-        for mem in memories:
-            end = offset + mem.input_rows.shape[0]
-            self.rows.append((offset, offset + mem.hidden, end))
-            offset = end
-
-    def initial_state(self, batch: int) -> GroupState:
-        w_in = torch.cat([m.input_rows for m in self.memories], dim=0)
-        return w_in.expand(batch, -1, -1), [m.w1.expand(batch, -1, -1) for m in self.memories]
-
-    def read(self, state: GroupState, x: Tensor, only: str | None = None) -> dict[str, Tensor]:
-        """M(x) of every member for x (B, n, d): {name: (B, n, out_dim)}."""
-        return {n: out for n, out, _, _ in self._forward(state, x) if only in (None, n)}
-
-    def loss_gradient(self, state: GroupState, k: Tensor, v: Tensor,
-                      normalized: bool = False) -> tuple[Tensor, list[Tensor], list[Tensor]]:
-        """Rank-1 factors of grad L(M; k_t, v_hat_t = M(v_t)) per token at ``state`` (v_hat held fixed).
-
-        Returns ``u`` (B, C, R) with grad_{W_in} L = u_t k_t^T, and per member ``e`` (B, C, o) and
-        ``a`` (B, C, h) with grad_{W1} L = e_t a_t^T (the factor 2 of the square is in u and e).
-        ``normalized`` divides u by the loss curvature along each row block (see HopeConfig).
-        """
-        C = k.shape[1]
-        u, errs, acts = [], [], []
-        for (_, y, z, a), w1, mem in zip(self._forward(state, torch.cat([k, v], 1)), state[1], self.memories):
-            err = 2 * (y[:, :C] - y[:, C:])                            # (B, C, o): 2 (M(k_t) - v_hat_t)
-            z, a = z[:, :C], a[:, :C]                                  # (B, C, h) at the keys
-            slope = _gelu_grad(z)                                      # (B, C, h)
-            u_hidden = (err @ w1) * slope                              # (B, C, h): hidden rows
-            if normalized:   # curvature in z = W2 k: 2 |W1 diag(gelu'(z))|_F^2 (|k| = 1)
-                u_hidden = u_hidden / (2 * (slope.square() * w1.square().sum(1)[:, None, :]).sum(-1, keepdim=True) + 1e-6)
-            u.append(u_hidden)
-            if mem.w_skip is not None:
-                u.append(err / 2 if normalized else err)              # skip rows: grad = e k^T
-            errs.append(err)
-            acts.append(a)
-        return torch.cat(u, dim=-1), errs, acts
-
-    def _forward(self, state: GroupState, x: Tensor) -> list[tuple[str, Tensor, Tensor, Tensor]]:
-        w_in, w1s = state
-        zz = x @ w_in.mT                                               # (B, n, R): all members at once
-        out = []
-        for name, mem, w1, (h0, s0, end) in zip(self.names, self.memories, w1s, self.rows):
-            z = zz[..., h0:s0]                                         # (B, n, h)
-            a = F.gelu(z)
-            y = a @ w1.mT                                              # (B, n, o)
-            if mem.residual:
-                y = y + x
-            elif mem.w_skip is not None:
-                y = y + zz[..., s0:end]
-            out.append((name, y, z, a))
-        return out
-
-
-def delta_rule_chunk(s0: Tensor, u: Tensor, k: Tensor, eta: Tensor, log_alpha: Tensor) -> Tensor:
-    """S_t = S_{t-1}(alpha_t I - eta_t k_t k_t^T) - eta_t u_t k_t^T over a chunk, in parallel.
-
-    ``s0``: boundary state S_0 (B, R, d); ``u``: gradient factors (B, C, R) taken at S_0;
-    ``k`` (B, C, d); ``eta``, ``log_alpha`` (B, C). With gamma_t = prod_{s<=t} alpha_s,
-    S_t = gamma_t S_0 + sum_{s<=t} (gamma_t / gamma_s) r_s k_s^T where the rows
-    r_t = -eta_t (S_{t-1} k_t + u_t) solve the unit lower-triangular system
-    r_t + eta_t sum_{s<t} (gamma_{t-1}/gamma_s)(k_s . k_t) r_s = -eta_t (u_t + gamma_{t-1} S_0 k_t).
-    Returns S_C (B, R, d).
-    """
-    C = k.shape[1]
-    lg = log_alpha.cumsum(1)                                           # (B, C): log gamma_t
-    lg_prev = lg - log_alpha                                           # log gamma_{t-1}
-    strictly_lower = torch.ones(C, C, dtype=torch.bool, device=k.device).tril(-1)
-    rel = (lg_prev[:, :, None] - lg[:, None, :]).masked_fill(~strictly_lower, -math.inf)
-    lower = eta[:, :, None] * (k @ k.mT) * rel.exp()                   # (B, C, C), zero on/above diag
-    eye = torch.eye(C, dtype=k.dtype, device=k.device)
-    rhs = -eta[..., None] * (u + lg_prev.exp()[..., None] * (k @ s0.mT))   # (B, C, R)
-    r = torch.linalg.solve_triangular(eye + lower, rhs, upper=False, unitriangular=True)
-    return lg[:, -1:, None].exp() * s0 + (r * _decay_to_end(log_alpha)[..., None]).mT @ k
-
-
-def _decay_to_end(log_alpha: Tensor) -> Tensor:
-    """gamma_C / gamma_t for every t of the chunk: (B, C)."""
-    lg = log_alpha.cumsum(1)
-    return (lg[:, -1:] - lg).exp()
-
-
-def _gelu_grad(z: Tensor) -> Tensor:
-    """d gelu(z) / dz for the exact (erf) GELU."""
-    cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
-    return cdf + z * torch.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-
-
-# ----------------------------------------------------------------------------------------------
 # Continuum Memory System (Eqs. 70-71)
 # ----------------------------------------------------------------------------------------------
 
@@ -638,22 +443,6 @@ class Attention(nn.Module):
         return self.norm(x + self.out_proj(o))
 
 
-class CausalConv(nn.Module):
-    """Depthwise causal conv over time; the last ``window - 1`` inputs are carried in the state."""
-
-    def __init__(self, dim: int, window: int):
-        super().__init__()
-        self.window = window
-        self.conv = nn.Conv1d(dim, dim, kernel_size=window, groups=dim, bias=False)
-
-    def forward(self, x: Tensor, st: LayerState) -> Tensor:
-        B, T, d = x.shape
-        tail = st.conv_tail if st.conv_tail is not None else x.new_zeros(B, self.window - 1, d)
-        xx = torch.cat([tail, x], dim=1)                                # (B, window - 1 + T, d)
-        st.conv_tail = xx[:, xx.shape[1] - (self.window - 1):]
-        return self.conv(xx.transpose(1, 2)).transpose(1, 2)           # (B, T, d)
-
-
 # ----------------------------------------------------------------------------------------------
 # State
 # ----------------------------------------------------------------------------------------------
@@ -664,7 +453,7 @@ class LayerState:
     """What one block carries between calls; its size does not grow with context for ``hope``."""
 
     fast: dict[str, GroupState] | None = None
-    """Titans fast weights per memory group: (W_in (B, R, d), [W1 (B, o, h) per member])."""
+    """Titans fast weights per memory group: (W2 (B*M, h [+ 1], d), W1 (B*M, o_max, h)), see titans.py."""
     pending: dict[str, Tensor | None] | None = None
     """Per group, (k, v, eta, log alpha) of the tokens since its last write: (B, < chunk, 2d + 2)."""
     conv_tail: Tensor | None = None
@@ -678,7 +467,7 @@ class LayerState:
 
     def tensors(self) -> list[Tensor]:
         """Every tensor carried."""
-        out = [t for w_in, w1s in (self.fast or {}).values() for t in (w_in, *w1s)]
+        out = [t for group in (self.fast or {}).values() for t in group]
         out += [t for t in (self.pending or {}).values() if t is not None]
         out += [t for t in (self.conv_tail,) if t is not None] + list(self.kv or ())
         return out + [p for lvl in (self.cms_fast or []) for p in lvl.values()]
@@ -686,7 +475,7 @@ class LayerState:
     def detach_(self) -> None:
         """Cut the autograd history of every carried tensor."""
         if self.fast is not None:
-            self.fast = {g: (w_in.detach(), [w.detach() for w in w1s]) for g, (w_in, w1s) in self.fast.items()}
+            self.fast = {g: (w2.detach(), w1.detach()) for g, (w2, w1) in self.fast.items()}
         if self.pending is not None:
             self.pending = {g: None if t is None else t.detach() for g, t in self.pending.items()}
         if self.conv_tail is not None:
@@ -728,9 +517,3 @@ class HopeState:
     def nbytes(self) -> int:
         """Bytes held by the state's tensors (fast weights, buffers, caches)."""
         return sum(t.numel() * t.element_size() for ls in self.layers for t in ls.tensors())
-
-
-def _uniform(out_dim: int, in_dim: int) -> Tensor:
-    """nn.Linear's default initialisation for an (out, in) matrix."""
-    bound = 1.0 / math.sqrt(in_dim)
-    return torch.empty(out_dim, in_dim).uniform_(-bound, bound)

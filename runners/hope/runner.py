@@ -53,6 +53,9 @@ class HopeOptions(msgspec.Struct, forbid_unknown_fields=True):
     """Prompt tokens fed per forward call (bounds activation memory; results do not depend on it)."""
     cms_learning: bool = True
     """Let CMS levels with ``cms_lr > 0`` learn from the prompt (no effect when every cms_lr is 0)."""
+    titans_writes: bool | None = None
+    """Override the checkpoint's ``titans_writes``: false = the Titans memories are read, never
+    written (nested-learning 0.2.0's forward); true = written in context at every chunk."""
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
     device: str = "cpu"
@@ -108,6 +111,8 @@ class HopeRunner:
             raise LongctxError(f"runner hope cannot load {self.path}: {one_line(str(exc))}") from None
         finally:
             self.progress.done()
+        if self.options.titans_writes is not None:
+            self._lm.cfg.titans_writes = self.options.titans_writes   # the modules share this config
         self._torch = torch
         self._state = None
         return self
@@ -132,6 +137,8 @@ class HopeRunner:
         ident.update({"engine": "longctx-hope", "variant": config["model"]["variant"],
                       "format_version": config["format_version"], "torch_version": dist_version("torch"),
                       "carry_state": self.options.carry_state, "cms_learning": self.options.cms_learning,
+                      "titans_writes": self.options.titans_writes if self.options.titans_writes is not None
+                      else config["model"].get("titans_writes", True),
                       "mode": self.config.mode})
         return ident
 
@@ -145,7 +152,9 @@ class HopeRunner:
         lm, device, step = self._lm, self.options.device, self.options.prefill_chunk
         state = self._state if (self.options.carry_state and self._state is not None) else None
         learn = self.options.cms_learning
-        with torch.no_grad():
+        # inference mode (cheaper per op than no_grad) unless the CMS learns at test time (autograd)
+        grad_free = torch.no_grad if (learn and lm.cfg.cms_learns) else torch.inference_mode
+        with grad_free():
             for start in range(0, len(ids), step):
                 piece = torch.tensor([ids[start:start + step]], dtype=torch.long, device=device)  # (1, n)
                 logits, state = lm(piece, state, learn=learn, logits="last")            # (1, 1, V)

@@ -251,7 +251,8 @@ def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_li
 # ---------------------------------------------------------------------------------------------
 
 
-def demo_config(variant: str, vocab_size: int, chunk_size: int = 16, chunk_size_memory: int = 16):
+def demo_config(variant: str, vocab_size: int, chunk_size: int = 16, chunk_size_memory: int = 16,
+                eta_scale_other: float = 0.02, value_target: bool = False):
     """The demo's hyper-parameters (HOPE and Transformer of the same width and depth).
 
     The HOPE memories use the stabilised options (L2-normalised input, sigmoid eta, normalised
@@ -267,8 +268,9 @@ def demo_config(variant: str, vocab_size: int, chunk_size: int = 16, chunk_size_
         variant=variant, vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, memory_hidden=64,
         memory_conv_window=4, conv_after_projection=True, chunk_size=chunk_size,
         chunk_size_memory=chunk_size_memory, eta_scale=1.0,
-        eta_scale_other=0.02, eta_activation="sigmoid",
+        eta_scale_other=eta_scale_other, eta_activation="sigmoid",
         memory_input_l2norm=True, memory_normalized_steps=True, alpha_logit_offset=10.0,
+        memory_value_target=value_target,
         cms_periods=(32, 256), cms_lr=(0.0, 0.0), attn_conv_window=4, mlp_hidden_mult=4,
     )
 
@@ -296,7 +298,6 @@ def train(args: argparse.Namespace) -> Path:
     import torch
     import torch.nn.functional as F
 
-    from longctx.runners.hope.checkpoint import save_checkpoint
     from longctx.runners.hope.model import HopeLM
 
     torch.manual_seed(args.seed)
@@ -305,7 +306,8 @@ def train(args: argparse.Namespace) -> Path:
     tokenizer = build_tokenizer(args.seed, args.vocab_size)
     noise_tokens = len(tokenizer.encode("\n" + NOISE_LINE, add_special_tokens=False))
     digit_ids = torch.tensor([i for t, i in tokenizer.get_vocab().items() if t.isdigit()])
-    cfg = demo_config(args.variant, len(tokenizer), args.chunk_size, args.chunk_size_memory)
+    cfg = demo_config(args.variant, len(tokenizer), args.chunk_size, args.chunk_size_memory, args.eta_scale_other,
+                      args.value_target)
     model = HopeLM(cfg)
     init_demo_weights(model, args.embed_std)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
@@ -334,24 +336,36 @@ def train(args: argparse.Namespace) -> Path:
             acc = (logits.argmax(-1)[digits] == targets[digits]).float().mean().item()
             print(f"step {step:5d}  len {ids.shape[1]:4d}  loss {loss.item():.3f}  answer-digit acc {acc:.2f}  "
                   f"lr {lr:.2e}  {time.monotonic() - start:6.0f}s", flush=True)
+        if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
+            print(f"saved {_save(args, model, tokenizer, step, start)} at step {step + 1}", flush=True)
         if args.max_minutes and time.monotonic() - start > 60 * args.max_minutes:
             print(f"stopping at step {step}: --max-minutes {args.max_minutes} reached", flush=True)
             break
+    out = _save(args, model, tokenizer, step, start)
+    print(f"saved {out}", flush=True)
+    return out
+
+
+def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float) -> Path:
+    """The checkpoint after ``step + 1`` steps, its ``config.json`` recording the command and the data mix."""
+    from longctx.runners.hope.checkpoint import save_checkpoint
+
+    was_training = model.training
     model.eval()
     provenance = {
         "source": "longctx.runners.hope.train",
         "command": " ".join(["python -m longctx.runners.hope.train", *sys.argv[1:]]),
-        "steps": step + 1, "seed": args.seed, "lr": args.lr, "lr_flat": args.lr_flat, "embed_std": args.embed_std,
-        "drill_warmup": args.drill_warmup, "batch": args.batch, "batch_tokens": args.batch_tokens,
-        "max_train_len": args.max_len,
-        "train_seconds": round(time.monotonic() - start),
+        "steps": step + 1, "steps_planned": args.steps, "seed": args.seed, "lr": args.lr, "lr_flat": args.lr_flat,
+        "embed_std": args.embed_std, "drill_warmup": args.drill_warmup, "batch": args.batch,
+        "batch_tokens": args.batch_tokens, "min_train_len": args.min_len, "max_train_len": args.max_len,
+        "threads": args.threads, "train_seconds": round(time.monotonic() - start),
         "data": f"{0.58 * (0.9 - args.drill):.0%} synthetic RULER niah_single_1-format prompts (noise haystack; "
                 f"{args.multi_needle:.0%} with 2-4 needles; 15% random-sentence haystack), "
                 f"{0.42 * (0.9 - args.drill):.0%} needle recall (needle lines repeated later), {args.drill:.0%} "
                 "number-list copy drills across noise lines, 10% random sentences",
     }
     out = save_checkpoint(args.out, model, tokenizer, context_window=args.context_window, provenance=provenance)
-    print(f"saved {out}", flush=True)
+    model.train(was_training)
     return out
 
 
@@ -373,6 +387,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--embed-std", type=float, default=1.0, help="initial embedding std (tied head)")
     p.add_argument("--chunk-size", type=int, default=16, help="HOPE: chunk size of the k, v, eta, alpha memories")
     p.add_argument("--chunk-size-memory", type=int, default=16, help="HOPE: chunk size of the output memory")
+    p.add_argument("--eta-scale-other", type=float, default=0.02,
+                   help="HOPE: eta scale of the k, v, eta, alpha memories (0: they do not write in context)")
+    p.add_argument("--value-target", action="store_true",
+                   help="HOPE: the output memory regresses on v_t, not M(v_t) (see HopeConfig.memory_value_target)")
+    p.add_argument("--save-every", type=int, default=None, help="also save the checkpoint every this many steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)

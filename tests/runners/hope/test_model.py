@@ -233,3 +233,35 @@ def test_config_validation():
         HopeConfig(cms_periods=(4, 8), cms_lr=(0.0,))
     cfg = tiny(cms_lr=(0.1, 0.0))
     assert cfg.cms_learns and HopeConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("conv_after", [False, True])
+def test_read_only_titans_read_the_initial_memory_and_stream(conv_after):
+    """titans_writes=False: every token reads the meta-learned M_memory; the fast state never changes."""
+    torch.manual_seed(6)
+    model = HopeLM(tiny(conv_after_projection=conv_after, titans_writes=False)).eval()
+    ids = torch.randint(0, 50, (2, 37))
+    with torch.no_grad():
+        full, state = model(ids)
+        pieces, _ = streamed(model, ids)
+        titans = model.blocks[0].titans
+        x = F.normalize(model.embed(ids), dim=-1, eps=1e-6)
+        if not conv_after:
+            x = titans.conv(x, LayerState())
+        q = titans.w_q(x)
+        if conv_after:
+            w = titans.conv.conv.weight[:16]                              # the q channels
+            q = F.conv1d(F.pad(q.transpose(1, 2), (w.shape[-1] - 1, 0)), w, groups=16).transpose(1, 2)
+        q = F.normalize(q, dim=-1, eps=1e-6)
+        mem = titans.m_memory
+        expected = q + F.gelu(q @ mem.w2.T) @ mem.w1.T                    # M_memory at its initial state
+    torch.testing.assert_close(pieces, full, atol=1e-5, rtol=1e-4)
+    fresh = model.initial_state(2)
+    for layer, layer0 in zip(state.layers, fresh.layers):
+        for (a, b), (a0, b0) in zip(layer.fast.values(), layer0.fast.values()):
+            assert torch.equal(a, a0) and torch.equal(b, b0)
+    st = LayerState()
+    titans.init_state(st, 2)
+    with torch.no_grad():
+        out = titans(model.embed(ids), st, 0)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
