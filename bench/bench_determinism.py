@@ -2,14 +2,16 @@
 without and with ``--deterministic``, side by side.
 
 Each configuration is a real ``longctx sweep`` (a subprocess, its own fresh vLLM server or offline
-engine, its own run folder). Printed per mode: seconds per sample (generation wall time, from the
-manifest's ``started_at`` - engine ready - to ``finished_at``, over the samples), accuracy, and how
-many predictions differ from the -c 1 run; then the cost of deterministic mode.
+engine, its own run folder). Printed per mode: seconds per sample (the span between the first and
+the last result's ``finished_at`` over the results in between: engine start-up excluded), accuracy,
+and how many predictions differ from the -c 1 run, over the samples both have; then the cost of
+deterministic mode.
 
     .venv/bin/python bench/bench_determinism.py            # 30 prompts: niah_single_2, 2k/4k, 5 depths, 3 samples
-    .venv/bin/python bench/bench_determinism.py --out /tmp/det --samples 1
+    .venv/bin/python bench/bench_determinism.py --limit 12 # at most 12 of them per configuration
 
-Run folders are kept under ``--out`` (resumable: rerunning reuses finished folders).
+Run folders are kept under ``--out``: rerunning resumes them (a folder that is complete is not
+run again), so ``--limit`` can be raised step by step.
 """
 
 from __future__ import annotations
@@ -25,25 +27,29 @@ CONFIGS = [("-c 1", ["-c", "1"]), ("-c 4", ["-c", "4"]), ("offline -c 4", ["-c",
 MODES = [("default", []), ("deterministic", ["--deterministic"])]
 
 
-def sweep(out: Path, args: list[str], base: list[str]) -> tuple[dict[str, str | None], float, float, str]:
-    """Run one sweep; (predictions by sample id, seconds per sample, accuracy, dtype)."""
-    cmd = [sys.executable, "-m", "longctx", "sweep", *base, *args, "--out", str(out)]
-    print("$", " ".join(cmd[2:]), flush=True)
-    start = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"sweep failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
-    rows = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        r = json.loads(line)
-        rows[r["sample_id"]] = r
-    manifest = json.loads((out / "manifest.json").read_text())
-    session = manifest["sessions"][-1]
-    wall = (manifest.get("finished_at") or time.time()) - (manifest.get("started_at") or start)
+def lines(out: Path) -> list[dict]:
+    path = out / "results.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x] if path.exists() else []
+
+
+def sweep(out: Path, args: list[str], base: list[str], limit: int | None) -> tuple[dict, float, float, str]:
+    """Run one sweep (up to ``limit`` results in the folder); (predictions by sample id, seconds
+    per sample, accuracy, dtype)."""
+    have = len(lines(out))
+    extra = [] if limit is None else ["--limit", str(max(0, limit - have))]
+    if limit is None or limit > have:
+        cmd = [sys.executable, "-m", "longctx", "sweep", *base, *args, *extra, "--out", str(out)]
+        print("$", " ".join(cmd[2:]), flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"sweep failed ({proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    rows = {r["sample_id"]: r for r in lines(out)}
+    done = sorted(r["finished_at"] for r in rows.values())
+    per_sample = (done[-1] - done[0]) / (len(done) - 1) if len(done) > 1 else float("nan")
     scored = [r["score"] for r in rows.values() if r["score"] is not None]
-    dtype = str((session.get("conditions") or {}).get("dtype") or "?")
-    return ({k: r["prediction"] for k, r in rows.items()}, wall / max(1, len(rows)),
-            sum(scored) / max(1, len(scored)), dtype)
+    dtypes = {str((r.get("conditions") or {}).get("dtype")) for r in rows.values()}
+    return ({k: r["prediction"] for k, r in rows.items()}, per_sample,
+            sum(scored) / max(1, len(scored)), "/".join(sorted(dtypes)))
 
 
 def main() -> None:
@@ -54,6 +60,7 @@ def main() -> None:
     parser.add_argument("--depths", default="0:100:5")
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--model", default="default")
+    parser.add_argument("--limit", type=int, help="at most this many samples per configuration")
     args = parser.parse_args()
     base = ["-t", args.task, "--lengths", args.lengths, "--depths", args.depths, "-n", str(args.samples),
             "--runner", "vllm", "--model", args.model]
@@ -65,13 +72,15 @@ def main() -> None:
         times = []
         for label, cfg_args in CONFIGS:
             slug = f"{mode}-{label.replace(' ', '').replace('-', '')}"
-            preds, per_sample, acc, dtype = sweep(args.out / slug, cfg_args + mode_args, base)
+            preds, per_sample, acc, dtype = sweep(args.out / slug, cfg_args + mode_args, base, args.limit)
             times.append(per_sample)
             if reference is None:
-                reference, same = preds, "reference"
+                reference, same = preds, f"reference ({len(preds)} samples)"
             else:
-                diff = [k for k in reference if preds.get(k) != reference[k]]
-                same = "identical" if not diff else f"{len(diff)}/{len(reference)} differ (e.g. {diff[0]})"
+                common = [k for k in reference if k in preds]
+                diff = [k for k in common if preds[k] != reference[k]]
+                same = (f"identical ({len(common)} compared)" if not diff
+                        else f"{len(diff)}/{len(common)} differ (e.g. {diff[0]})")
             table.append((mode, label, per_sample, acc, dtype, same))
         per_mode[mode] = sum(times[:2]) / 2  # server runs: -c 1 and -c 4
 

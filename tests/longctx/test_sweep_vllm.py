@@ -130,3 +130,29 @@ def test_killed_server_stops_the_sweep_and_a_rerun_fills_exactly_the_gaps(tmp_pa
     assert len(counts) == planned and set(counts.values()) == {1}
     assert all(r["error"] is None for r in final)
     assert final[: len(rows)] == rows  # nothing already scored was touched
+
+
+def test_deterministic_sweep_gives_the_same_predictions_at_any_concurrency(tmp_path, default_model_path):
+    """``--deterministic``: one sweep run twice (each launching its own vLLM server), at -c 1 and
+    -c 4; every prediction is the same. A resume of the -c 4 folder at -c 2 is not refused."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    base = ["sweep", "-t", "ruler/niah_single_2", "--lengths", "1k,2k", "--depths", "0:100:3", "-n", "1",
+            "--runner", "vllm", "--model", "default", "-R", "max_model_len=2048", "--deterministic"]
+    preds = {}
+    for c in ("1", "4"):
+        out = tmp_path / f"c{c}"
+        extra = ["--limit", "3"] if c == "4" else []
+        res = CliRunner().invoke(cli, [*base, "-c", c, "--out", str(out), *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        if c == "4":  # the rest at another concurrency: same conditions under --deterministic
+            res = CliRunner().invoke(cli, [*base, "-c", "2", "--out", str(out)], catch_exceptions=False)
+            assert res.exit_code == 0, res.output
+        rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        assert len(rows) == 6 and all(r["error"] is None for r in rows)
+        assert {r["conditions"]["dtype"] for r in rows} == {"float32"}
+        assert {r["conditions"]["max_num_seqs"] for r in rows} == {1}
+        preds[c] = {r["sample_id"]: r["prediction"] for r in rows}
+    assert preds["1"] == preds["4"]
