@@ -20,6 +20,14 @@ yellow. Here we go. There and back again." repeated and joined by newlines, the 
 the provided text?") and the answer prefix `` The special magic number for {key} mentioned in the
 provided text is``. Training contexts are at most ``--max-len`` tokens; the sweep measures
 what happens beyond. Fully determined by ``--seed`` and ``--steps``.
+
+The shipped ``hope-demo`` (the command above) uses the paper's self-generated targets and lets the
+k, v, eta, alpha memories write (``eta_scale_other`` 0.02): its output memory's W1 grows
+geometrically with the number of writes and its logits turn NaN near 1K tokens.
+``--value-target --eta-scale-other 0`` keeps the memories bounded (see
+``HopeConfig.memory_value_target``). A long-context run with them (chunk 32, lengths 128 -> 2048)
+did not learn retrieval within the budget of a shared 2-core machine (bench/RESULTS.md, HOPE).
+``--save-every N`` writes the checkpoint every N steps as well.
 """
 
 from __future__ import annotations
