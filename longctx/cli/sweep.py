@@ -11,6 +11,7 @@ from longctx._parsing import parse_depths, parse_lengths, parse_options
 from longctx._protocols import Grid, RunnerConfig
 from longctx._errors import SweepStopped
 from longctx._sweep import SweepOutcome, SweepSpec, run_sweep
+from longctx.cli._sweep_config import sweep_settings
 
 EPILOG = """\b
 Examples:
@@ -18,6 +19,10 @@ Examples:
                 --samples 3 --runner vllm --model default --out runs/smol-niah
   longctx sweep --task ruler/niah_single_2 --runner vllm \\
                 --endpoint http://127.0.0.1:8000/v1 --model NAME --out runs/attached
+  longctx sweep --preset ruler-niah --runner vllm --model NAME     # `longctx presets`
+  longctx sweep --config run.yaml --samples 5    # flags override the file's settings
+Without --out the run folder is runs/<date>-<task>-<model>-<runner> (printed); the
+settings are saved in it as config.yaml (`longctx sweep --config FOLDER` resumes).
 Rerunning the same command resumes: scored samples are skipped, samples whose last
 result is an error are retried (--keep-errors keeps them).
 A resume with settings that can change results (concurrency, dtype, engine version) is
@@ -27,6 +32,7 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 
 
 @click.command(epilog=EPILOG)
+@sweep_settings
 @click.option("--task", "-t", "task_names", multiple=True, required=True, help="Task name (repeatable); see `longctx tasks`.")
 @click.option("--lengths", "-l", default="1k,2k,4k", show_default=True,
               help="Context budgets in tokens (prompt + answer budget), e.g. 1k,2k,4k (k = 1024).")
@@ -45,7 +51,8 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--chat-only", is_flag=True, help="Send chat messages (no answer-prefix prefill).")
 @click.option("--option", "-O", "task_opts", multiple=True, metavar="KEY=VALUE", help="Task option (repeatable); SCOPE:KEY=VALUE applies it only to one task or family.")
 @click.option("--runner-option", "-R", "runner_opts", multiple=True, metavar="KEY=VALUE", help="Runner option.")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Run folder (created or resumed).")
+@click.option("--out", "-o", type=click.Path(path_type=Path),
+              help="Run folder (created or resumed); default runs/<date>-<task>-<model>-<runner>.")
 @click.option("--limit", type=int, help="Record at most this many new samples now (rerun to continue).")
 @click.option("--keep-errors", is_flag=True,
               help="Do not retry samples whose last result is an error (default: a rerun retries them).")
