@@ -91,6 +91,15 @@ def main() -> None:
     if per_mode.get("default"):
         ratio = per_mode["deterministic"] / per_mode["default"]
         print(f"\ndeterministic costs {ratio:.2f}x the seconds per sample of default (server, mean of -c 1 and -c 4)")
+    # the same samples, one request at a time: request latency at -c 1 (not skewed by which samples ran)
+    default = {r["sample_id"]: r for r in lines(args.out / "default-c1")}
+    det = {r["sample_id"]: r for r in lines(args.out / "deterministic-c1")}
+    both = [k for k in det if k in default]
+    if both:
+        a = sum(default[k]["latency_s"] for k in both) / len(both)
+        b = sum(det[k]["latency_s"] for k in both) / len(both)
+        print(f"same {len(both)} samples at -c 1: {a:.2f} s per request default, {b:.2f} s deterministic "
+              f"({b / a:.2f}x)")
 
 
 if __name__ == "__main__":
