@@ -99,3 +99,15 @@ def test_tasks_lists_all_niah_variants():
     names = proc.stdout.split()
     assert sum(n.startswith("ruler/niah_") for n in names) == 8
     assert json.dumps(names)
+
+
+def test_deterministic_with_a_runner_without_that_mode(tmp_path, default_model_path):
+    proc = longctx("sweep", "-t", "ruler/niah_single_1", "--runner", "oracle", "--deterministic",
+                   "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "runner oracle has no deterministic mode")
+
+
+def test_negative_max_errors(tmp_path, default_model_path):
+    proc = longctx("sweep", "-t", "ruler/niah_single_1", "--runner", "oracle", "--max-errors", "-1",
+                   "--out", str(tmp_path / "r"))
+    assert_one_line_error(proc, "--max-errors must be 0 or more")
