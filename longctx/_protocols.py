@@ -139,7 +139,12 @@ class Runner(Protocol):
         """Model identity for the manifest (name, path, file hash, engine version...)."""
 
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:
-        """Generations for ``samples``, yielded as they finish (order not guaranteed)."""
+        """Generations for ``samples``, yielded as they finish (order not guaranteed).
+
+        Optional hook: a runner may define ``check(samples)``, which the sweep calls with every
+        planned sample before the run folder is opened or an engine started; it raises
+        :class:`~longctx.LongctxError` for samples the runner cannot handle (``rag``: a task without
+        a question)."""
 
 
 class RunnerConfig(msgspec.Struct, frozen=True):

@@ -158,6 +158,9 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
     RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
     tokenizer = runner.tokenizer()
     plan = build_plan(tasks, spec.grid, tokenizer, progress)
+    check = getattr(runner, "check", None)  # optional hook: refuse samples before the folder is touched
+    if callable(check):
+        check([s for s, _ in plan.items])
 
     info = {
         "runner_config": {k: v for k, v in as_dict(spec.runner_config).items() if k != "api_key_env"},

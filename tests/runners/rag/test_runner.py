@@ -185,14 +185,13 @@ class NoQuestionTask:
                                           prompt=msgspec.structs.replace(s.prompt, question=None))
 
 
-def test_sweep_of_a_task_without_question_records_nothing(reading_generator, monkeypatch, tmp_path):
+def test_sweep_of_a_task_without_question_is_refused_before_any_work(reading_generator, monkeypatch, tmp_path):
     monkeypatch.setitem(_registry._TASKS, "test/no-question", Entry("test/no-question", NoQuestionTask))
     spec = SweepSpec(tasks=["test/no-question"], grid=Grid((2048,), (50.0,), 1), runner="rag",
                      runner_config=CONFIG, out=tmp_path / "run", runner_options={"generator": "reading-gen"})
     with pytest.raises(LongctxError, match="task test/no-question gives no question"):
         run_sweep(spec)
-    results = tmp_path / "run" / "results.jsonl"
-    assert not results.exists() or results.read_text() == ""
+    assert not (tmp_path / "run").exists(), "the run folder was touched before the refusal"
     assert reading_generator.built[0].calls == []
 
 
