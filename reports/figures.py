@@ -84,7 +84,8 @@ def heatmap(
                 continue
             s = cell.stats
             z_row.append(s.accuracy)
-            text_row.append("err" if s.accuracy is None else f"{100 * s.accuracy:.0f}")
+            text_row.append(f"{s.errors}err" if s.accuracy is None
+                            else f"{100 * s.accuracy:.0f}" + (f" +{s.errors}err" if s.errors else ""))
             custom_row.append([anchor(cell), f"{where}<br>{stats_hover(s)}"])
         z.append(z_row)
         text.append(text_row)

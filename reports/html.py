@@ -180,9 +180,11 @@ def _runs_section(runs: Sequence[RunData]) -> str:
         info = run.info()
         errors = sum(r.error is not None for r in run.results)
         cols = "".join(f"<td class='l'>{_e(info.get(k, ''))}</td>" for k in keys)
+        # results recorded under conditions that can change them (other concurrency, dtype, engine)
+        mixed = f"<br><span class='bad'>mixed: {_e(info['mixed'])}</span>" if info.get("mixed") else ""
         manifest = json.dumps(run.manifest, indent=2, sort_keys=True, default=str)
         rows.append(
-            f"<tr><td class='l'><b>{_e(run.label)}</b><br><span class='muted'>{_e(run.path)}</span>"
+            f"<tr><td class='l'><b>{_e(run.label)}</b>{mixed}<br><span class='muted'>{_e(run.path)}</span>"
             f"<details><summary class='muted'>manifest</summary><pre>{_e(manifest)}</pre></details></td>"
             f"{cols}<td>{len(run.results):,}</td><td class='{'bad' if errors else ''}'>{errors:,}</td></tr>"
         )
@@ -307,6 +309,9 @@ def _sample_row(r: Result) -> str:
     if r.evidence_depth is not None:
         meta.append(f"evidence at {r.evidence_depth:.1f}%")
     meta.append(f"{r.latency_s:.2f}s")
+    if r.attempts > 1:  # earlier attempts ended in errors; this line is the one that counts
+        before = f": {_e(r.previous_error)}" if r.previous_error else ""
+        meta.append(f"<span class='warn'>attempt {r.attempts}, earlier error{before}</span>")
     if _meta(r).get("ambiguous_answer") is True:
         letters = ", ".join(map(str, _meta(r).get("answer_candidates") or []))
         meta.append(f"<span class='warn ambiguous-answer'>ambiguous answer key: {_e(letters)}</span>")

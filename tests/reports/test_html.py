@@ -208,3 +208,24 @@ def test_ambiguous_answer_keys_are_counted_and_shown_on_the_failing_sample(tmp_p
     row = page_html[page_html.index("<code>lh|1</code>"):]
     assert row.index("ambiguous answer key: A, D") < row.index("</tr>")
     assert "Corpus metrics" not in page_html  # LongHealth's scorer has no corpus hook
+
+
+def test_mixed_run_retried_sample_and_cell_errors_are_shown(tmp_path):
+    import msgspec
+
+    ok = make_result("s|L1024|D50|0")
+    retried = msgspec.structs.replace(make_result("s|L1024|D50|1", score=0.0, prediction="42"), attempts=2,
+                                      previous_error="ConnectTimeout x")  # failing: listed with its history
+    failed = make_result("s|L1024|D50|2", error="HTTP 400: context overflow", prediction=None)
+    ok = msgspec.structs.replace(ok, conditions={"concurrency": 1})
+    retried = msgspec.structs.replace(retried, conditions={"concurrency": 4})
+    runs = load_runs([write_run(tmp_path / "mixed", [ok, retried, failed])])
+    page_html = render_report(runs)
+    assert "mixed: concurrency 1, 4" in page_html
+    assert "attempt 2, earlier error: ConnectTimeout x" in page_html
+    heat = next(f for f in _figures(page_html) if f["kind"] == "heatmap")["figure"]["data"][0]
+    assert "50 +1err" in [t for row in heat["text"] for t in row]
+
+    clean = load_runs([write_run(tmp_path / "clean", [make_result("s|L1024|D50|0")])])
+    clean_html = render_report(clean)
+    assert "mixed:" not in clean_html and "earlier error" not in clean_html
