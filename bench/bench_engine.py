@@ -67,10 +67,6 @@ open(args["out"], "w").write(json.dumps({"s": s, "prompt": sum(len(o.prompt_toke
 """
 
 
-def parse_lengths(spec: str) -> str:
-    return spec
-
-
 def build_prompts(lengths: str, depths: str, samples: int) -> list[dict]:
     from longctx._models import resolve_model
     from longctx._parsing import parse_depths, parse_lengths
@@ -97,7 +93,7 @@ def metrics(root: str) -> dict[str, float]:
         if line.startswith("#"):
             continue
         for key in want:
-            if line.startswith(key + "_total") or line.startswith(key + "{"):
+            if line.startswith((key + "_total", key + "{")):
                 out[key] += float(line.rsplit(" ", 1)[1])
     return out
 
@@ -138,10 +134,10 @@ class Translator(ThreadingHTTPServer):
         self.client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64))
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # noqa: ANN002
+            def log_message(self, *a):
                 pass
 
-            def do_PUT(self):  # noqa: N802
+            def do_PUT(self):
                 req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 body = {"model": server.model, "prompt": req["prompt"], "max_tokens": req["max_tokens"],
                         "temperature": req.get("temperature", 1.0), "top_p": req.get("top_p", 1.0),
@@ -185,12 +181,13 @@ def run_ruler_client(args, base: str, model: str, prompts: list[dict], tmp: Path
            "--task", "niah_single_1", "--server_type", "vllm", "--server_host", "127.0.0.1",
            "--server_port", str(translator.server_address[1]), "--temperature", "0.0", "--top_p", "1.0"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     finally:
         translator.shutdown()
     if proc.returncode != 0:
         raise SystemExit(f"RULER call_api.py failed:\n{proc.stderr[-3000:]}")
-    n = sum(1 for _ in open(tmp / "ruler-pred" / "niah_single_1.jsonl"))
+    with open(tmp / "ruler-pred" / "niah_single_1.jsonl") as fh:
+        n = sum(1 for _ in fh)
     if n != len(prompts):
         raise SystemExit(f"RULER call_api.py wrote {n} predictions for {len(prompts)} prompts")
 
@@ -208,8 +205,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.chat_only and args.ruler_dir:
         raise SystemExit("RULER's vLLM client sends text completions: run it without --chat-only")
-    from longctx._models import resolve_model
     from longctx.runners._vllm_server import ServerConfig, VLLMServer, cpu_environment
+
+    from longctx._models import resolve_model
 
     model = resolve_model("default").path
     prompts = build_prompts(args.lengths, args.depths, args.samples)
@@ -222,7 +220,7 @@ def main() -> None:
                 "chat": args.chat_only, "out": str(tmp / "offline.json")}
         env = cpu_environment(dict(os.environ, VLLM_NO_USAGE_STATS="1"))
         proc = subprocess.run([sys.executable, "-c", OFFLINE, json.dumps(spec)], capture_output=True, text=True,
-                              env=env)
+                              env=env, check=False)
         if proc.returncode != 0:
             raise SystemExit(f"offline engine failed:\n{proc.stderr[-3000:]}")
         rows["(a) vLLM offline LLM.generate"] = json.loads((tmp / "offline.json").read_text())
