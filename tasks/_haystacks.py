@@ -2,7 +2,10 @@
 
 A :class:`TokenStream` is the haystack as token ids plus the token offset where each unit starts,
 so a sample of any length is a slice of one tokenization that ends at a whole unit, and needles go
-at unit boundaries without re-tokenizing text.
+at unit boundaries without re-tokenizing text. Each unit's text is kept with its ids, so a
+context's text is joined, not decoded. Tokenizations are cached on disk
+(``$LONGCTX_CACHE/haystacks``, :func:`cache_path`): keyed by the tokenizer's files hash and what
+decides the units; a longer request extends a cached entry; ``LONGCTX_HAYSTACK_CACHE=0`` disables it.
 
 Sources:
 
