@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "demo",
-            "what `make demo` runs: niah_single_1/2 at 1K-4K, 5 depths, 2 samples, vllm + default model",
+            "what `make demo` runs: niah_single_1/2 at 1K-4K, 5 depths, 2 samples, vllm + default model, deterministic",
             {
                 "task": ["ruler/niah_single_1", "ruler/niah_single_2"],
                 "lengths": ["1k", "2k", "4k"],
@@ -97,6 +97,7 @@ PRESETS: dict[str, Preset] = {
                 "samples": 2,
                 "runner": "vllm",
                 "model": "default",
+                "deterministic": True,
             },
             "Makefile (target demo)",
         ),

@@ -51,7 +51,7 @@ def vllm_server(tmp_path_factory):
 
     log_dir = tmp_path_factory.mktemp("vllm-server")
     runner = VLLMRunner(RunnerConfig(model="default", concurrency=2, timeout_s=300),
-                        VLLMOptions(log_dir=str(log_dir)), NullProgress())
+                        VLLMOptions(log_dir=str(log_dir), deterministic=True), NullProgress())
     with runner:
         server = runner.server
         yield VLLMServerHandle(runner, server)

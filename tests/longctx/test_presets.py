@@ -59,14 +59,20 @@ def test_demo_is_what_make_demo_runs():
     sweep_line = recipe.replace("\\\n", " ").splitlines()[0]
     words = shlex.split(sweep_line)[2:]  # drop $(BIN)/longctx sweep
     flags: dict[str, list[str]] = {}
-    for flag, value in zip(words[::2], words[1::2]):
-        flags.setdefault(flag.lstrip("-"), []).append(value)
+    switches: set[str] = set()
+    while words:
+        flag = words.pop(0).lstrip("-")
+        if not words or words[0].startswith("--"):  # a switch such as --deterministic
+            switches.add(flag)
+        else:
+            flags.setdefault(flag, []).append(words.pop(0))
     flags.pop("out")
     s = get_preset("demo").settings_normalized()
     assert flags.pop("task") == s["task"]
     assert parse_lengths(flags.pop("lengths")[0]) == parse_lengths(s["lengths"])
     assert flags == {"depths": [s["depths"]], "samples": [str(s["samples"])], "runner": [s["runner"]],
                      "model": [s["model"]]}
+    assert switches == {"deterministic"} and s["deterministic"] is True
 
 
 def test_presets_command_lists_and_prints_a_loadable_config(tmp_path):
@@ -88,8 +94,8 @@ def test_unknown_preset_gets_did_you_mean():
 
 
 def test_a_preset_runs_with_overrides(tmp_path, default_model_path):
-    outcome = longctx.sweep(preset="demo", runner="oracle", lengths="1k", depths=[50], samples=1,
-                            out=tmp_path / "demo")
+    outcome = longctx.sweep(preset="demo", runner="oracle", deterministic=False,  # oracle has no such mode
+                            lengths="1k", depths=[50], samples=1, out=tmp_path / "demo")
     results = outcome.store.latest_results()
     assert sorted(r.task for r in results) == ["ruler/niah_single_1", "ruler/niah_single_2"]
     assert {r.length for r in results} == {1024} and all(r.score == 1.0 for r in results)
