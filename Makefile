@@ -8,8 +8,15 @@ STAMP := $(VENV)/.longctx-installed
 EXTRAS := $(if $(GPU),gpu,cpu),rag,sandbox,dev
 DEMO_OUT ?= runs/demo
 HOPE_OUT ?= runs/hope-vs
+COMPARE_OUT ?= runs/compare
+# `make compare`: the same samples through every family. Generated BABILong qa1 from the project's
+# own bAbI and background fixtures; 3 depths x 1 sample per cell keeps it inside ~40 min on 2 cores.
+CMP_TASKS := -t ruler/niah_single_1 -t ruler/niah_single_2 -t babilong/qa1 -O babilong:source=generate \
+	-O babilong:facts_dir=tests/tasks/data/babilong/babi -O babilong:background_dir=tests/tasks/data/babilong/background \
+	--depths 0,50,100 --samples 1
+CMP_LONG := --lengths 1k,4k,8k,16k,32k
 
-.PHONY: install demo hope-report test browser clean
+.PHONY: install demo hope-report compare test browser clean
 
 install: $(STAMP)
 
@@ -28,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(BIN)/longctx sweep --task ruler/niah_single_1 --task ruler/niah_single_2 --lengths 1k,2k,4k \
 		--depths 0:100:5 --samples 2 \
-		--runner vllm --model default --out $(DEMO_OUT)
+		--runner vllm --model default --deterministic --out $(DEMO_OUT)
 	$(BIN)/longctx report $(DEMO_OUT) -o $(DEMO_OUT)/report.html
 	@echo "report: $(abspath $(DEMO_OUT))/report.html"
 
@@ -42,6 +49,22 @@ hope-report: install
 	$(BIN)/longctx report $(HOPE_OUT)/hope-demo $(HOPE_OUT)/transformer-demo $(HOPE_OUT)/vllm-default \
 		-o $(HOPE_OUT)/report.html
 	@echo "report: $(abspath $(HOPE_OUT))/report.html"
+
+# Full context (vLLM, 1K-8K: the default model's window), retrieval (BM25, dense), the recursive LM
+# with the default model as root (it writes no code: recorded as it is), HOPE and the same-size
+# Transformer (1K-32K), then one comparison page.
+compare: install
+	$(BIN)/longctx sweep $(CMP_TASKS) --lengths 1k,4k,8k -r vllm -m default -c 1 -o $(COMPARE_OUT)/vllm-full
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=bm25 -m default -c 1 -o $(COMPARE_OUT)/rag-bm25
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=dense -m default -c 1 -o $(COMPARE_OUT)/rag-dense
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rlm -m default -c 1 \
+		-R max_iterations=1 -R root_max_tokens=128 -R sub_max_tokens=64 -o $(COMPARE_OUT)/rlm
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r hope -m hope-demo -o $(COMPARE_OUT)/hope-demo
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r hope -m transformer-demo -o $(COMPARE_OUT)/transformer-demo
+	$(BIN)/longctx compare $(COMPARE_OUT)/vllm-full $(COMPARE_OUT)/rag-bm25 $(COMPARE_OUT)/rag-dense \
+		$(COMPARE_OUT)/rlm $(COMPARE_OUT)/hope-demo $(COMPARE_OUT)/transformer-demo \
+		-o $(COMPARE_OUT)/compare.html --json $(COMPARE_OUT)/compare.json
+	@echo "comparison: $(abspath $(COMPARE_OUT))/compare.html"
 
 # Debian's chromium for the report's browser test (root on this machine; skipped elsewhere).
 browser:
