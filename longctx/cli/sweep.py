@@ -58,9 +58,10 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
               help="Do not retry samples whose last result is an error (default: a rerun retries them).")
 @click.option("--max-errors", type=int, metavar="N",
               help="Stop with exit code 4 as soon as more than N samples fail in this invocation.")
-@click.option("--deterministic", is_flag=True,
+@click.option("--deterministic/--no-deterministic", default=False,
               help="Greedy answers independent of --concurrency and of server vs offline (vllm: float32 "
-                   "and one sequence per engine step on CPU; slower).")
+                   "and one sequence per engine step on CPU; slower). --no-deterministic overrides a "
+                   "config file or preset (the demo preset is deterministic).")
 @click.option("--allow-mixed", is_flag=True,
               help="Resume a folder whose results were recorded with other concurrency, dtype or engine "
                    "version (default: refuse; the report marks a mixed run).")

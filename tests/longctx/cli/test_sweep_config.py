@@ -90,6 +90,8 @@ def test_default_out_is_printed_and_dated(tmp_path, default_model_path):
 def test_preset_with_overrides_names_the_folder(tmp_path, default_model_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = run("sweep", "--preset", "demo", "-r", "oracle", "-l", "1k", "-d", "50", "-n", "1")
+    assert res.exit_code == 2 and "oracle has no deterministic mode" in res.output  # the preset's switch
+    res = run("sweep", "--preset", "demo", "-r", "oracle", "--no-deterministic", "-l", "1k", "-d", "50", "-n", "1")
     assert res.exit_code == 0, res.output
     folder = tmp_path / "runs" / f"{dt.date.today().isoformat()}-demo-default-oracle"
     ident = json.loads((folder / "manifest.json").read_text())["identity"]
