@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from longctx._errors import SweepStopped
 from longctx._parsing import parse_depths, parse_lengths, parse_options
 from longctx._protocols import Grid, RunnerConfig
-from longctx._errors import SweepStopped
 from longctx._sweep import SweepOutcome, SweepSpec, run_sweep
 from longctx.cli._sweep_config import sweep_settings
 
@@ -109,7 +109,7 @@ class Stopped(click.ClickException):
         self.exit_code = exit_code
 
 
-def print_summary(outcome) -> None:  # noqa: ANN001
+def print_summary(outcome) -> None:
     """The accuracy table and where the results are."""
     console = Console()
     try:
@@ -122,7 +122,7 @@ def print_summary(outcome) -> None:  # noqa: ANN001
     console.print(summary_line(outcome), highlight=False)
 
 
-def summary_line(outcome) -> str:  # noqa: ANN001
+def summary_line(outcome) -> str:
     """``N new, N already done, N planned[, N errors][, N retried][, N kept errors][, N pending] -> FOLDER``."""
     parts = [f"{outcome.new} new", f"{outcome.skipped} already done", f"{outcome.planned} planned"]
     if outcome.errors:
