@@ -129,10 +129,10 @@ def test_shipped_demo_checkpoints_run_on_ruler_niah():
         with get_runner_entry("hope").factory(config=RunnerConfig(model=name), options=None) as r:
             samples = list(task.samples(Grid(lengths=(1024,), depths=(10.0, 90.0), samples=2), r.tokenizer()))
             gens = list(r.generate(samples))
+            cfg = r._lm.cfg  # released when the runner exits
         assert all(g.error is None for g in gens)
         scores[name] = [task.scorer.score(g.prediction, s)["string_match_all"] for g, s in zip(gens, samples)]
         if name == "hope-demo":   # flat: samples differ only by the tokens pending in a chunk (< one chunk)
             sizes = [g.extra["state_bytes"] for g in gens]
-            cfg = r._lm.cfg
             assert max(sizes) - min(sizes) < cfg.chunk_size * (2 * cfg.dim + 2) * 4 * cfg.n_layers * 2
     assert sum(scores["transformer-demo"]) >= 3
