@@ -1,9 +1,14 @@
 """The run store: one folder per run, ``manifest.json`` + append-only ``results.jsonl``.
 
 Crash safety: each result is one line written with a single ``write`` on an ``O_APPEND`` descriptor
-and fsynced before the next sample is recorded, so ``kill -9`` at any moment loses at most the
-in-flight samples. A torn last line (no newline, or undecodable) is dropped on open and truncated
-before the next append. A run folder is locked (``flock``) while a sweep writes to it.
+the moment it is recorded (no buffer in the process: the line is in the OS's page cache when
+:meth:`RunStore.record` returns, and a killed process, ``kill -9`` included, loses nothing it
+recorded). Durability against a crash of the machine is a group commit: ``fsync`` runs at most
+:data:`SYNC_INTERVAL_S` after a line is written (a timer), at once every :data:`SYNC_EVERY` lines
+or when the last ``fsync`` is older than the interval, and at :meth:`RunStore.close`; one ``fsync``
+per result cost more than the whole oracle sweep (bench/RESULTS.md). A torn last line (no newline,
+or undecodable) is dropped on open and truncated before the next append. A run folder is locked
+(``flock``) while a sweep writes to it.
 
 Reusing a folder with a different configuration is refused, naming the differing keys.
 
@@ -24,6 +29,7 @@ import gc
 import hashlib
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +49,11 @@ FORMAT_VERSION = 2
 #: when both sessions ran deterministic
 CONDITION_KEYS = ("engine_version", "dtype", "deterministic", "concurrency", "max_num_seqs")
 BATCH_KEYS = ("concurrency", "max_num_seqs")
+
+SYNC_INTERVAL_S = 0.1
+"""Longest time a recorded line waits for its ``fsync`` (group commit)."""
+SYNC_EVERY = 100
+"""Lines written since the last ``fsync`` that trigger one at once."""
 
 
 def mixed_conditions(earlier: list[dict[str, Any]], now: dict[str, Any]) -> list[str]:
@@ -160,6 +171,14 @@ class RunStore:
         self._lines: dict[str, list[Result]] | None = None
         self.session: int | None = None
         """Index of this invocation's record in the manifest's ``sessions`` (when writing)."""
+        self.sync_interval_s = SYNC_INTERVAL_S
+        """Longest wait of a written line for its ``fsync``."""
+        self.sync_every = SYNC_EVERY
+        """``fsync`` at once when this many lines are written since the last one."""
+        self._sync_lock = threading.Lock()
+        self._unsynced = 0
+        self._synced_at = 0.0
+        self._timer: threading.Timer | None = None
 
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
@@ -298,14 +317,42 @@ class RunStore:
         return result
 
     def append(self, result: Result) -> None:
-        """Append one result durably (one write, fsync), as given."""
+        """Append one result, as given: written at once (one ``write``), fsynced by group commit."""
         if self._fd is None:
             raise RuntimeError("store not open for writing")
         os.write(self._fd, encode(result) + b"\n")
-        os.fsync(self._fd)
         self.results.append(result)
         if self._lines is not None:
             self._lines.setdefault(result.sample_id, []).append(result)
+        with self._sync_lock:
+            self._unsynced += 1
+            waited = time.monotonic() - self._synced_at
+            if self._unsynced >= self.sync_every or waited >= self.sync_interval_s:
+                self._sync_locked()
+            elif self._timer is None:
+                self._timer = threading.Timer(self.sync_interval_s - waited, self._sync_from_timer)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def sync(self) -> None:
+        """``fsync`` what was written and not yet synced (also done by :meth:`close`)."""
+        with self._sync_lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._fd is not None and self._unsynced:
+            os.fsync(self._fd)
+        self._unsynced = 0
+        self._synced_at = time.monotonic()
+
+    def _sync_from_timer(self) -> None:
+        with self._sync_lock:
+            if self._timer is threading.current_thread():  # not cancelled by a sync meanwhile
+                self._timer = None
+                self._sync_locked()
 
     @property
     def sessions(self) -> list[dict[str, Any]]:
@@ -333,7 +380,9 @@ class RunStore:
         self._write_manifest({**self.manifest, **fields, "updated_at": time.time()})
 
     def close(self) -> None:
-        """Release the file and the lock."""
+        """``fsync`` what is pending, release the file and the lock."""
+        with self._sync_lock:
+            self._sync_locked()
         for attr in ("_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd is not None:

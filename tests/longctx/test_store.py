@@ -148,3 +148,45 @@ def test_count_only_sessions_of_older_folders_become_a_list(tmp_path):
     sessions = RunStore.open_for_read(tmp_path).sessions
     assert [s["index"] for s in sessions] == [0, 1, 2]
     assert sessions[2]["argv"] == ["longctx", "sweep"] and sessions[2]["conditions"] == {"concurrency": 1}
+
+
+def test_fsync_is_a_group_commit_and_close_syncs_the_rest(tmp_path, monkeypatch):
+    import os
+
+    import longctx._store as store_mod
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    store = RunStore.open_for_write(tmp_path, IDENT, {})
+    store.sync_interval_s = 3600.0  # only the count triggers a sync here
+    store._synced_at = __import__("time").monotonic()
+    for i in range(250):
+        store.append(result(i))
+    assert len(synced) == 2  # after 100 and 200 lines, not 250 times
+    lines = (tmp_path / "results.jsonl").read_bytes().splitlines()
+    assert len(lines) == 250  # every line is written at once, synced or not
+    store.close()
+    assert len(synced) == 3  # the last 50 at close
+    assert len(RunStore.open_for_read(tmp_path).results) == 250
+
+
+def test_a_lone_result_is_synced_by_the_timer(tmp_path, monkeypatch):
+    import os
+    import time
+
+    import longctx._store as store_mod
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    with RunStore.open_for_write(tmp_path, IDENT, {}) as store:
+        store.append(result(1))  # the first sync is due at once
+        assert len(synced) == 1
+        store.append(result(2))  # within the interval: left to the timer
+        assert len(synced) == 1
+        deadline = time.monotonic() + 10
+        while len(synced) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(synced) == 2
+    assert len(synced) == 2  # nothing left for close

@@ -95,6 +95,34 @@ def test_kill_9_then_rerun_gives_every_sample_exactly_once(tmp_path, default_mod
     assert len(counts) == planned and set(counts.values()) == {1}
 
 
+def test_kill_9_loses_nothing_reported_and_the_resume_adds_no_duplicate(tmp_path, default_model_path):
+    """Group commit: fsync is batched, but every result the store reported is already in the OS's
+    page cache, which a killed process does not take with it."""
+    out = tmp_path / "run"
+    args = ["sweep", "-t", "ruler/niah_single_1", "--lengths", "1k", "--depths", "0:100:5", "-n", "60",
+            "--runner", "oracle", "--out", str(out)]
+    planned = 5 * 60
+    proc = subprocess.Popen([sys.executable, str(HERE / "reporting_sweep.py"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env={**os.environ, "REPORTING_SWEEP_DELAY": "0.02"})
+    assert proc.stdout is not None
+    reported = []
+    for line in proc.stdout:  # kill once 40 results were reported, well before the end
+        reported.append(line.strip())
+        if len(reported) == 40:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    reported += [line.strip() for line in proc.stdout]  # printed before the kill, still in the pipe
+    assert proc.wait() == -signal.SIGKILL
+    on_disk = [r["sample_id"] for r in results(out)]
+    assert set(reported) <= set(on_disk) and len(on_disk) < planned
+    assert len(on_disk) == len(set(on_disk))
+    res = run_cli(*args)
+    assert res.exit_code == 0, res.output
+    assert f"{planned - len(on_disk)} new, {len(on_disk)} already done, {planned} planned" in res.output
+    counts = collections.Counter(r["sample_id"] for r in results(out))
+    assert len(counts) == planned and set(counts.values()) == {1}
+
+
 def test_scoped_task_options():
     from longctx._sweep import options_for
 
