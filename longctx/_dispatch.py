@@ -51,7 +51,8 @@ def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: s
         references=sample.references, score=score, scores=scores, error=gen.error, latency_s=gen.latency_s,
         prompt_tokens=gen.prompt_tokens, cached_tokens=gen.cached_tokens, completion_tokens=gen.completion_tokens,
         finished_at=time.time(), extra={**({"metadata": keep} if keep else {}), **gen.extra},
-        sample_hash=sample_hash(sample),
+        sample_hash=sample_hash(sample), thinking=gen.thinking, thinking_tokens=gen.thinking_tokens,
+        thinking_truncated=gen.thinking_truncated,
     )
 
 

@@ -97,6 +97,15 @@ class Generation(msgspec.Struct):
     """Generated tokens."""
     extra: dict[str, Any] = {}
     """Runner-specific details (finish reason, trajectory, retrieved passages, ...)."""
+    thinking: str | None = None
+    """What a reasoning model thought before answering (between its thinking markers, or the
+    server's ``reasoning`` field), kept out of ``prediction``, which is scored alone; None for a
+    model that did not think."""
+    thinking_tokens: int | None = None
+    """Tokens of ``thinking`` (part of ``completion_tokens``, which counts every generated token)."""
+    thinking_truncated: bool = False
+    """True when the thinking budget (``--max-thinking-tokens``) cut the thinking short: it was
+    closed for the model and the answer generated after it."""
 
 
 class Result(msgspec.Struct):
@@ -159,6 +168,13 @@ class Result(msgspec.Struct):
     ``engine_version``, ``dtype`` the engine ran, ``concurrency`` (requests in flight),
     ``max_num_seqs`` (sequences per engine step), ``deterministic``. None = not known; empty in
     older run folders and for runners that do not say."""
+    thinking: str | None = None
+    """A reasoning model's thinking (``Generation.thinking``), not scored; None when it did not
+    think and in older run folders."""
+    thinking_tokens: int | None = None
+    """Tokens of ``thinking`` (included in ``completion_tokens``)."""
+    thinking_truncated: bool = False
+    """The thinking budget cut the thinking short (``Generation.thinking_truncated``)."""
 
 
 _encoder = msgspec.json.Encoder()
