@@ -13,12 +13,11 @@ leaving what did not finish pending for the next invocation of the same command:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from longctx._errors import TooManyErrors
-from longctx._plan import Plan
+from longctx._plan import Plan, PlannedSamples
 from longctx._protocols import NullProgress, Progress, Runner, Task
 from longctx._records import Generation, Result, Sample, sample_hash
 from longctx._store import RunStore
@@ -58,7 +57,7 @@ def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: s
 
 def dispatch(
     runner: Runner,
-    todo: Sequence[Sample],
+    todo: PlannedSamples,
     plan: Plan,
     store: RunStore,
     *,
@@ -77,14 +76,14 @@ def dispatch(
     """
     progress = progress or NullProgress()
     progress.start(f"{runner_name}: {len(todo)} samples", total=len(todo))
-    wanted = {s.id for s in todo}
+    wanted = set(todo.ids())  # nothing built: samples are built as the runner takes them
     generations = iter(runner.generate(todo))
     try:
         for gen in generations:
             if gen.sample_id not in wanted:
                 raise RuntimeError(f"runner returned unexpected sample id {gen.sample_id!r}")
             wanted.discard(gen.sample_id)
-            sample, task = plan.by_id[gen.sample_id]
+            sample, task = plan.claim(gen.sample_id)
             result = to_result(sample, gen, task, runner_name, model)
             result.session, result.conditions = store.session, dict(conditions or {})
             written = store.record(result)

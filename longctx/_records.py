@@ -48,6 +48,17 @@ class Prompt(msgspec.Struct, frozen=True):
     context: what a retriever searches with. None when the task cannot separate it."""
 
 
+class Choices(msgspec.Struct, frozen=True):
+    """A closed answer set for forced-choice scoring (``longctx sweep --scoring choice``,
+    :mod:`longctx._choice`)."""
+
+    candidates: tuple[str, ...]
+    """Distinct continuations of the prompt (after its answer prefix), each scored by the sum of
+    its tokens' log-probabilities (tokenized on its own and appended to the prompt's ids)."""
+    correct: int
+    """Index of the true continuation in ``candidates``."""
+
+
 class Sample(msgspec.Struct, frozen=True):
     """One evaluation item, built by a task for one (length, depth) cell of a sweep."""
 
@@ -76,6 +87,9 @@ class Sample(msgspec.Struct, frozen=True):
     the prompt, 0 = its first token), comparable with ``depth``."""
     metadata: dict[str, Any] = {}
     """Task-specific extras (query keys, haystack kind, options, answer type, ...)."""
+    choices: Choices | None = None
+    """The candidates of forced-choice scoring: set by tasks with a closed answer set when the
+    sweep asks for them (``Grid.choices > 0``), None otherwise."""
 
 
 class Generation(msgspec.Struct):
@@ -175,6 +189,10 @@ class Result(msgspec.Struct):
     """Tokens of ``thinking`` (included in ``completion_tokens``)."""
     thinking_truncated: bool = False
     """The thinking budget cut the thinking short (``Generation.thinking_truncated``)."""
+    scoring: Literal["generate", "choice"] = "generate"
+    """How the sample was scored: ``generate`` (the task's scorer on the generated text) or
+    ``choice`` (forced choice among ``Sample.choices``: ``scores`` holds ``choice_accuracy`` only and
+    ``extra["choice"]`` every candidate's log-likelihood); reports keep the two apart."""
 
 
 _encoder = msgspec.json.Encoder()

@@ -5,8 +5,9 @@ samples, which of them are still owed a result), the dispatch (:mod:`longctx._di
 run, scoring each answer) and the store (:mod:`longctx._store`: what happened, exactly once).
 
 Order of work, so that mistakes cost nothing: resolve names and options, construct the runner
-(resolves the model, knows its window and tokenizer), refuse lengths beyond the window, build
-every sample, open the run folder (refusing a different configuration), and only then start the
+(resolves the model, knows its window and tokenizer), refuse lengths beyond the window, plan
+every sample (keys; each sample is built when the runner takes it) and build the first one of
+each task at its shortest length (what would fail late fails now), open the run folder (refusing a different configuration), and only then start the
 engine. Samples already scored are skipped; samples whose last result is an error are retried
 unless ``keep_errors``. When the engine is gone or too many samples fail the sweep stops at once
 (:class:`~longctx._errors.SweepStopped`, carrying the outcome); the same command resumes.
@@ -157,10 +158,11 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                             spec.runner_config.model, spec.runner_config.mode)
     RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
     tokenizer = runner.tokenizer()
-    plan = build_plan(tasks, spec.grid, tokenizer, progress)
+    plan = build_plan(tasks, spec.grid, tokenizer, progress)  # keys only: samples are built when run
     check = getattr(runner, "check", None)  # optional hook: refuse samples before the folder is touched
+    preview = plan.preview(plan.pending({}).todo, every_length=callable(check))  # a too short length fails now
     if callable(check):
-        check([s for s, _ in plan.items])
+        check(preview)
 
     info = {
         "runner_config": {k: v for k, v in as_dict(spec.runner_config).items() if k != "api_key_env"},
