@@ -25,6 +25,10 @@ class Grid(msgspec.Struct, frozen=True):
     """Samples per (length, depth) cell (per length for tasks that ignore depth)."""
     seed: int = 42
     """Seed; same seed, same samples, same ids."""
+    choices: int = 0
+    """Distractors per sample for forced-choice scoring (``--scoring choice``, ``--choices K``):
+    tasks with a closed answer set attach ``Sample.choices`` (K drawn distractors, or their whole
+    fixed set); 0 = none (generated answers)."""
 
 
 @runtime_checkable
