@@ -5,9 +5,11 @@ an OpenAI-compatible endpoint. Plain ``httpx`` (no ``openai`` package).
 
 Rules:
 
-* Samples are *submitted in the order given* (a fixed pool of ``concurrency`` workers pulls from one
-  iterator), so samples the sweep ordered to share a haystack prefix reach the server back to back
-  and hit its prefix cache. With ``concurrency > 1`` they *finish* in any order.
+* :func:`generate_all` submits samples *in the order given*, ``concurrency`` at a time, so samples
+  the sweep ordered to share a haystack prefix reach the server back to back and hit its prefix
+  cache. With ``concurrency > 1`` they *finish* in any order. Several servers, a cap on prompt
+  tokens in flight and prefix-keeping scheduling: :mod:`longctx.runners._endpoint_pool`, which
+  drives :meth:`AsyncOpenAIClient.attempt` (one POST, classified) with the rules below.
 * Transient failures (connection errors, HTTP 429, HTTP 5xx) are retried with exponential backoff
   (``backoff_s * 2**attempt``, jittered, capped; a 429's ``Retry-After`` is honoured). Other HTTP
   errors (400: prompt longer than the context, ...) and timeouts are not retried: a request that
@@ -24,9 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import queue
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -175,6 +175,26 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+@dataclass
+class Attempt:
+    """What one POST came to."""
+
+    kind: str
+    """``ok``; ``connection`` (refused, reset, dropped, connect timeout: the engine's failure);
+    ``retry`` (HTTP 429 / 5xx); ``timeout`` (no answer within ``timeout_s``); ``fatal`` (another
+    HTTP error or a non-JSON answer: the sample's failure)."""
+    data: dict[str, Any] | None = None
+    """The response JSON (``ok``)."""
+    latency_s: float = 0.0
+    """Wall time of the attempt (``ok``)."""
+    problem: str = ""
+    """One-line description of the failure."""
+    status: int | None = None
+    """HTTP status, when the server answered."""
+    retry_after: float | None = None
+    """A 429's ``Retry-After``, seconds."""
+
+
 class AsyncOpenAIClient:
     """An ``httpx.AsyncClient`` with retries, backoff and per-attempt timeouts. Use ``async with``."""
 
@@ -203,50 +223,61 @@ class AsyncOpenAIClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
 
+    async def attempt(self, path: str, body: dict[str, Any]) -> Attempt:
+        """One POST of ``body``, classified (never raises for what the server or network did)."""
+        start = time.monotonic()
+        try:
+            response = await asyncio.wait_for(self._http.post(path, json=body), self.config.timeout_s)
+        except httpx.ConnectTimeout:
+            return Attempt("connection", problem="connect timeout")
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            return Attempt("timeout", problem=f"timeout after {self.config.timeout_s:g} s")
+        except httpx.TransportError as exc:  # refused, reset, closed without a response
+            problem = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 160)
+            return Attempt("connection", problem=problem)
+        self.connection_failures = 0
+        latency = time.monotonic() - start
+        status = response.status_code
+        if status < 400:
+            try:
+                return Attempt("ok", data=response.json(), latency_s=latency, status=status)
+            except ValueError:
+                return Attempt("fatal", problem=f"non-JSON response: {one_line(response.text, 160)}", status=status)
+        problem = f"HTTP {status}: {_error_detail(response)}"
+        if status != 429 and status < 500:
+            return Attempt("fatal", problem=problem, status=status)
+        return Attempt("retry", problem=problem, status=status,
+                       retry_after=_retry_after(response) if status == 429 else None)
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (jittered, capped, ``Retry-After`` kept)."""
+        cfg = self.config
+        delay = cfg.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return min(delay, cfg.max_backoff_s)
+
     async def post_json(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], float, int]:
         """POST ``body``; returns (response JSON, latency of the successful attempt, attempts).
 
         Raises :class:`RequestFailed` (one-line message) when the request fails for good, and
         :class:`EngineGone` when the server cannot be reached any more.
         """
-        cfg = self.config
         attempt = 0
         while True:
-            start = time.monotonic()
-            retry_after: float | None = None
-            connection_lost = False
-            try:
-                response = await asyncio.wait_for(self._http.post(path, json=body), cfg.timeout_s)
-            except httpx.ConnectTimeout:
-                problem, connection_lost = "connect timeout", True
-            except (asyncio.TimeoutError, httpx.TimeoutException):
-                raise RequestFailed(f"timeout after {cfg.timeout_s:g} s") from None
-            except httpx.TransportError as exc:  # refused, reset, closed without a response
-                problem = one_line(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, 160)
-                connection_lost = True
-            else:
-                self.connection_failures = 0
-                latency = time.monotonic() - start
-                status = response.status_code
-                if status < 400:
-                    try:
-                        return response.json(), latency, attempt + 1
-                    except ValueError:
-                        raise RequestFailed(f"non-JSON response: {one_line(response.text, 160)}") from None
-                problem = f"HTTP {status}: {_error_detail(response)}"
-                if status != 429 and status < 500:
-                    raise RequestFailed(problem)
-                retry_after = _retry_after(response) if status == 429 else None
+            got = await self.attempt(path, body)
+            if got.kind == "ok":
+                return got.data or {}, got.latency_s, attempt + 1
+            if got.kind in ("timeout", "fatal"):
+                raise RequestFailed(got.problem)
+            connection_lost = got.kind == "connection"
             if connection_lost:
                 self.connection_failures += 1
-            self._check_engine(problem, connection_lost, attempt)
-            if attempt >= cfg.retries:
+            self._check_engine(got.problem, connection_lost, attempt)
+            if attempt >= self.config.retries:
                 suffix = f" (after {attempt + 1} attempts)" if attempt else ""
-                raise RequestFailed(problem + suffix)
-            delay = cfg.backoff_s * (2**attempt) * (0.5 + random.random() / 2)
-            if retry_after is not None:
-                delay = max(delay, retry_after)
-            await asyncio.sleep(min(delay, cfg.max_backoff_s))
+                raise RequestFailed(got.problem + suffix)
+            await asyncio.sleep(self.backoff(attempt, got.retry_after))
             attempt += 1
 
     def _check_engine(self, problem: str, connection_lost: bool, attempt: int) -> None:
@@ -283,9 +314,6 @@ class AsyncOpenAIClient:
         return generation
 
 
-_DONE = object()
-
-
 def generate_all(
     config: ClientConfig,
     samples: Iterable[Sample],
@@ -293,64 +321,17 @@ def generate_all(
     concurrency: int = 4,
     engine_alive: Callable[[], bool] | None = None,
 ) -> Iterator[Generation]:
-    """Generations for ``samples``, yielded as they finish.
+    """Generations for ``samples`` from one server, yielded as they finish.
 
     The requests run on an event loop in a background thread, ``concurrency`` at a time, submitted
     in the order given. Closing the iterator early (``break``, Ctrl-C) cancels what is in flight.
     Raises :class:`EngineGone` (after yielding what finished before) when the server cannot be
     reached any more; ``engine_alive`` (e.g. "the launched process still runs") is asked after
-    every failed attempt.
+    every failed attempt. The one-server case of
+    :func:`longctx.runners._endpoint_pool.generate_pooled` (several servers, token cap, prefix
+    scheduling).
     """
-    workers = max(1, int(concurrency))
-    results: queue.Queue[Any] = queue.Queue()
-    started = threading.Event()
-    state: dict[str, Any] = {}
+    from longctx.runners._endpoint_pool import PoolPolicy, PoolServer, generate_pooled
 
-    async def run_all() -> None:
-        state["loop"], state["task"] = asyncio.get_running_loop(), asyncio.current_task()
-        started.set()
-        pending = iter(samples)  # shared: each worker takes the next sample, so submission is in order
-
-        async def worker() -> None:
-            for sample in pending:
-                results.put(await client.generate(sample, spec))
-
-        async with AsyncOpenAIClient(config, max_connections=workers, engine_alive=engine_alive) as client:
-            tasks = [asyncio.create_task(worker()) for _ in range(workers)]
-            try:  # the first failure (EngineGone, a bug) cancels the requests still in flight
-                await asyncio.gather(*tasks)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    def thread_main() -> None:
-        try:
-            asyncio.run(run_all())
-        except asyncio.CancelledError:
-            pass
-        except BaseException as exc:  # EngineGone or a bug, not a request failure: re-raised in the caller
-            results.put(exc)
-        finally:
-            started.set()
-            results.put(_DONE)
-
-    thread = threading.Thread(target=thread_main, name="longctx-openai-client", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = results.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        started.wait()
-        loop, task = state.get("loop"), state.get("task")
-        if thread.is_alive() and loop is not None and task is not None:
-            try:
-                loop.call_soon_threadsafe(task.cancel)
-            except RuntimeError:  # loop already closed
-                pass
-        thread.join(timeout=30)
+    policy = PoolPolicy(concurrency=max(1, int(concurrency)))
+    return generate_pooled([PoolServer(config, engine_alive)], samples, spec, policy)

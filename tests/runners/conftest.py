@@ -57,6 +57,8 @@ class FakeOpenAI:
         self.max_in_flight = 0
         self.completion_delay_s = 0.0
         self.dead = False
+        self.health_status = 200
+        """What ``GET /health`` answers (vLLM: 503 once its engine is dead)."""
         self._lock = threading.Lock()
         fake = self
 
@@ -84,7 +86,7 @@ class FakeOpenAI:
                 elif self.path == "/version":
                     self._send(200, {"version": "0.0-fake"})
                 elif self.path == "/health":
-                    self._send(200, {})
+                    self._send(fake.health_status, {})
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 

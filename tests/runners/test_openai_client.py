@@ -60,7 +60,7 @@ def test_token_ids_are_sent_as_the_prompt(fake_openai):
     g = out["s0"]
     assert g.error is None and g.prediction == "echo:5,6,7,8"
     assert g.prompt_tokens == 4 and g.completion_tokens == 7
-    assert g.latency_s > 0 and g.extra == {"finish_reason": "length"}
+    assert g.latency_s > 0 and g.extra == {"finish_reason": "length", "server": fake_openai.base_url}
 
 
 def test_text_prompt_when_no_token_ids(fake_openai):
