@@ -16,6 +16,7 @@ Named models ``hope-demo`` and ``transformer-demo`` are the checkpoints trained 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
+from longctx._choice import candidate_ids, choice_generation
+from longctx._choice import window_error as choice_window_error
 from longctx.runners._in_process import generate_each, prompt_ids, window_error
+from longctx.runners._in_process_choice import continuation_logliks
 from longctx.runners._openai_client import one_line
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
@@ -180,3 +184,45 @@ class HopeRunner:
         if self._lm is None:
             raise RuntimeError("runner hope: use it as a context manager (`with runner: ...`)")
         yield from generate_each(samples, self._generate_one)
+
+    # ---- forced choice (``--scoring choice``) ------------------------------------------------------
+    def _choose_one(self, sample: Sample) -> Generation:
+        """Every candidate's log-likelihood: the prompt streamed once as for generation, then each
+        candidate fed on a copy of the prompt's state (no test-time CMS learning on candidates, as
+        while decoding); with ``carry_state`` the prompt's state is carried, never a candidate's."""
+        torch = self._torch
+        ids = prompt_ids(self._tok, sample, "completions")
+        if not ids:
+            return Generation(sample.id, None, error="empty prompt")
+        cands = candidate_ids(lambda text: self._tok.encode(text, add_special_tokens=False), sample)
+        if (too_long := choice_window_error(sample, len(ids), max(map(len, cands)),
+                                            self.model.context_window)) is not None:
+            return too_long
+        lm, device, step = self._lm, self.options.device, self.options.prefill_chunk
+        state = self._state if (self.options.carry_state and self._state is not None) else None
+        learn = self.options.cms_learning
+        grad_free = torch.no_grad if (learn and lm.cfg.cms_learns) else torch.inference_mode
+        with grad_free():
+            for start in range(0, len(ids), step):
+                piece = torch.tensor([ids[start:start + step]], dtype=torch.long, device=device)  # (1, n)
+                logits, state = lm(piece, state, learn=learn, logits="last")            # (1, 1, V)
+            state.detach_()
+
+            def extend(piece: list[int]) -> Any:
+                fork = copy.deepcopy(state)
+                more, _ = lm(torch.tensor([piece], dtype=torch.long, device=device), fork, learn=False,
+                             logits="all")                                            # (1, n, V)
+                return more[0]
+
+            logliks = continuation_logliks(torch, logits[0, -1], extend, cands)
+        if self.options.carry_state:
+            self._state = state
+        return choice_generation(sample, logliks, [len(c) for c in cands], prompt_tokens=len(ids), cached_tokens=0,
+                                 extra={"state_bytes": state.nbytes(), "state_position": state.position})
+
+    def choose(self, samples: Sequence[Sample]) -> Iterator[Generation]:
+        """Forced choice (:mod:`longctx._choice`): every candidate's log-likelihood, in the order
+        given, one sample at a time; failures become ``error``."""
+        if self._lm is None:
+            raise RuntimeError("runner hope: use it as a context manager (`with runner: ...`)")
+        yield from generate_each(samples, self._choose_one)
