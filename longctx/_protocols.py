@@ -145,8 +145,9 @@ class Runner(Protocol):
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:
         """Generations for ``samples``, yielded as they finish (order not guaranteed).
 
-        Optional hook: a runner may define ``check(samples)``, which the sweep calls with every
-        planned sample before the run folder is opened or an engine started; it raises
+        Optional hook: a runner may define ``check(samples)``, which the sweep calls with the first
+        pending sample of each task and length (samples are built as they run) before the run
+        folder is opened or an engine started; it raises
         :class:`~longctx.LongctxError` for samples the runner cannot handle (``rag``: a task without
         a question)."""
 

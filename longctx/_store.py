@@ -192,11 +192,12 @@ class RunStore:
         return store
 
     @classmethod
-    def check(cls, root: str | Path, identity: dict[str, Any]) -> None:
-        """Raise if ``root`` is a corrupt run folder or holds another configuration (no writes)."""
+    def check(cls, root: str | Path, identity: dict[str, Any]) -> dict[str, Result]:
+        """Raise if ``root`` is a corrupt run folder or holds another configuration (no writes);
+        else the last result per sample id it holds (:meth:`latest`; empty for a new folder)."""
         store = cls(Path(root))
         if not store.root.exists():
-            return
+            return {}
         if not store.root.is_dir():
             raise LongctxError(f"--out {store.root} exists and is not a folder")
         if store.manifest_path.exists():
@@ -204,7 +205,8 @@ class RunStore:
             store._check_identity(identity)
         elif store.results_path.exists() and store.results_path.stat().st_size:
             raise LongctxError(f"corrupt run folder: {store.root} has results but no {MANIFEST}")
-        read_results(store.results_path)
+        store.results, _ = read_results(store.results_path)
+        return store.latest()
 
     def _check_identity(self, identity: dict[str, Any]) -> None:
         old = self.manifest.get("identity", {})

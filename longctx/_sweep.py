@@ -156,11 +156,12 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         )
     identity = run_identity(tasks, spec.grid, spec.runner, entry.factory, runner_opts,
                             spec.runner_config.model, spec.runner_config.mode)
-    RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
+    recorded = RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
     tokenizer = runner.tokenizer()
     plan = build_plan(tasks, spec.grid, tokenizer, progress)  # keys only: samples are built when run
     check = getattr(runner, "check", None)  # optional hook: refuse samples before the folder is touched
-    preview = plan.preview(plan.pending({}).todo, every_length=callable(check))  # a too short length fails now
+    owed = plan.pending(recorded, spec.keep_errors, spec.limit).todo  # a finished sweep builds nothing
+    preview = plan.preview(owed, every_length=callable(check))  # a too short length fails now
     if callable(check):
         check(preview)
 

@@ -38,6 +38,7 @@ import os
 import re
 from array import array
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import msgspec
@@ -325,9 +326,14 @@ def encode_many(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
     return [tokenizer.encode(t) for t in texts]
 
 
+@lru_cache(maxsize=4)
+def _sentences(text: str) -> tuple[str, ...]:
+    return tuple(split_sentences(text))  # once per text and process: five essay variants share it
+
+
 def prose_stream(text: str, tokenizer: Tokenizer, *, cached: bool = True) -> TokenStream:
     """Sentences of ``text`` joined by spaces (RULER's essay haystack layout)."""
-    return _cached(TokenStream(split_sentences(text), " ", tokenizer), cached)
+    return _cached(TokenStream(_sentences(text), " ", tokenizer), cached)
 
 
 def line_stream(lines: Sequence[str], tokenizer: Tokenizer, *, cached: bool = True) -> TokenStream:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import random
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,6 +56,7 @@ import msgspec
 from longctx.tasks import _haystacks as hs
 
 from longctx._errors import LongctxError
+from longctx._plan import SampleKey
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
 from longctx._records import Prompt, Sample
@@ -70,6 +72,11 @@ TEMPLATE = (
 ANSWER_PREFIX = " The special magic {type_needle_v} for {query} mentioned in the provided text are"
 #: RULER's depth grid for non-target needles: np.round(np.linspace(0, 100, 40)).
 DEPTH_GRID = tuple(round(100 * i / 39) for i in range(40))
+FRAMES_KEPT = 4096
+"""Per-index prompt frames kept (a few KB each; a plan orders samples by depth across indices)."""
+STREAMS_KEPT = 2
+"""Per-index distractor haystacks kept (needle variants: megabytes each at 128K; the plan runs
+one index's samples back to back)."""
 
 
 def singular(text: str) -> str:
@@ -176,7 +183,8 @@ class RulerNiah:
         self.haystack, self.key_kind, self.value_kind = haystack, key_kind, value_kind
         self.n_keys, self.n_values, self.n_queries = n_keys, n_values, n_queries
         self.scorer = RulerMatch("all")
-        self._streams: dict[tuple[str, int], hs.TokenStream] = {}
+        self._streams: OrderedDict[tuple[str, int], hs.TokenStream] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, int, int], _IndexFrame] = OrderedDict()
         self._joined_text_ok: bool | None = None
 
     # ---- needles ------------------------------------------------------------------------------
@@ -207,6 +215,9 @@ class RulerNiah:
             make = lambda: self._distractor_stream(tokenizer, seed, index, needles)
         if key not in self._streams or self._streams[key].tokenizer is not tokenizer:
             self._streams[key] = make()
+            while len(self._streams) > STREAMS_KEPT:
+                self._streams.popitem(last=False)[1].persist()
+        self._streams.move_to_end(key)
         return self._streams[key]
 
     def _essay_text(self) -> str:
@@ -256,60 +267,106 @@ class RulerNiah:
 
     def samples(self, grid: Grid, tokenizer: Tokenizer) -> Iterator[Sample]:
         """One sample per (length, depth, index) cell: the most whole haystack units that fit."""
-        gen = self.options.tokens_to_generate
+        for key in self.sample_keys(grid):
+            yield self.build_sample(grid, tokenizer, key)
+
+    def sample_keys(self, grid: Grid) -> Iterator[SampleKey]:
+        """The keys of :meth:`samples`, in its order, without building anything (plan hook)."""
         for index in range(grid.samples):
-            needles = self.needles(grid.seed, index)
-            type_v = self._type_v()
-            queries = [needles.keys[k] for k in needles.queried]
-            query = queries[0] if len(queries) == 1 else ", ".join(queries[:-1]) + ", and " + queries[-1]
-            template, prefix = TEMPLATE, ANSWER_PREFIX
-            if self.n_queries * self.n_values == 1:
-                template, prefix = singular(template), singular(prefix)
-            user = template.replace("{type_needle_v}", type_v).replace("{query}", query)
-            pf = frame(tokenizer, user, answer_prefix=prefix.format(type_needle_v=type_v, query=query),
-                       question=user.partition("{context}")[2].strip())
-            texts = [t for t, _ in needles.texts(self.value_kind)]
-            stream = self._stream(tokenizer, grid.seed, index, needles)
-            pieces = [stream.joiner + t for t in texts] + texts
-            layout = _Layout(stream, hs.encode_many(tokenizer, pieces), pieces, lines=self.haystack != "essay")
-            around = (tokenizer.decode(pf.prefix_ids), tokenizer.decode(pf.suffix_ids))
+            group = f"{self.name}|{self.haystack}|{index if self.haystack == 'needle' else ''}"
             for length in grid.lengths:
-                budget = context_budget(length, pf, gen)
                 for depth in grid.depths:
-                    rng = stable_rng(self.name, grid.seed, index, length, depth, "placement")
-                    depths = [depth] + [rng.choice(DEPTH_GRID) for _ in texts[1:]]
-                    n_units = layout.fit(budget, depths)
-                    if n_units == 0:
-                        raise LongctxError(f"{self.name}: length {length} cannot hold the needles and a haystack")
-                    context, offsets, context_text = layout.compose(n_units, depths)
-                    prompt = self._prompt(pf, context, context_text, around, tokenizer)
-                    positions = tuple(len(pf.prefix_ids) + o for o in offsets)
-                    total = len(prompt.token_ids)
-                    metadata = {
-                        "index": index,
-                        "haystack": self.haystack,
-                        "query": query,
-                        "n_targets": len(needles.answers),
-                        "fill": round((total + gen) / length, 4),
-                        "haystack_units": n_units,
-                        "prefix_group": f"{self.name}|{self.haystack}|{index if self.haystack == 'needle' else ''}",
-                    }
-                    if self.haystack == "essay":
-                        metadata["haystack_repeated"] = n_units > (stream.cycle or n_units)
-                    yield Sample(
-                        id=f"{self.name}|L{length}|D{depth:g}|{index}",
-                        task=self.name,
-                        prompt=prompt,
-                        references=needles.answers,
-                        length=length,
-                        context_tokens=total,
-                        max_new_tokens=gen,
-                        depth=float(depth),
-                        needle_positions=positions,
-                        evidence_depth=round(100 * offsets[0] / len(context), 2),
-                        metadata=metadata,
-                    )
-            stream.persist()
+                    yield SampleKey(f"{self.name}|L{length}|D{depth:g}|{index}", length, float(depth), index, group)
+
+    def _index_frame(self, seed: int, index: int, tokenizer: Tokenizer) -> _IndexFrame:
+        """What every sample of one index shares (kept for the last :data:`FRAMES_KEPT` indices)."""
+        slot = (seed, index, id(tokenizer))
+        cached = self._frames.get(slot)
+        if cached is not None and cached.tokenizer is tokenizer:
+            self._frames.move_to_end(slot)
+            return cached
+        needles = self.needles(seed, index)
+        type_v = self._type_v()
+        queries = [needles.keys[k] for k in needles.queried]
+        query = queries[0] if len(queries) == 1 else ", ".join(queries[:-1]) + ", and " + queries[-1]
+        template, prefix = TEMPLATE, ANSWER_PREFIX
+        if self.n_queries * self.n_values == 1:
+            template, prefix = singular(template), singular(prefix)
+        user = template.replace("{type_needle_v}", type_v).replace("{query}", query)
+        pf = frame(tokenizer, user, answer_prefix=prefix.format(type_needle_v=type_v, query=query),
+                   question=user.partition("{context}")[2].strip())
+        texts = [t for t, _ in needles.texts(self.value_kind)]
+        joiner = "\n" if self.haystack != "essay" else " "
+        pieces = [joiner + t for t in texts] + texts
+        around = (tokenizer.decode(pf.prefix_ids), tokenizer.decode(pf.suffix_ids))
+        made = _IndexFrame(tokenizer, needles, query, pf, texts, pieces, hs.encode_many(tokenizer, pieces), around)
+        self._frames[slot] = made
+        while len(self._frames) > FRAMES_KEPT:
+            self._frames.popitem(last=False)
+        return made
+
+    def build_sample(self, grid: Grid, tokenizer: Tokenizer, key: SampleKey) -> Sample:
+        """The sample of one key of :meth:`sample_keys` (plan hook): the most whole units that fit."""
+        gen = self.options.tokens_to_generate
+        index, length, depth = key.index, key.length, key.depth
+        f = self._index_frame(grid.seed, index, tokenizer)
+        needles, pf, texts = f.needles, f.frame, f.texts
+        stream = self._stream(tokenizer, grid.seed, index, needles)
+        layout = _Layout(stream, f.encoded, f.pieces, lines=self.haystack != "essay")
+        budget = context_budget(length, pf, gen)
+        depth = next((d for d in grid.depths if d == depth), depth)  # the grid's value seeds the placement
+        rng = stable_rng(self.name, grid.seed, index, length, depth, "placement")
+        depths = [depth] + [rng.choice(DEPTH_GRID) for _ in texts[1:]]
+        n_units = layout.fit(budget, depths)
+        if n_units == 0:
+            raise LongctxError(f"{self.name}: length {length} cannot hold the needles and a haystack")
+        context, offsets, context_text = layout.compose(n_units, depths)
+        stream.persist()  # the cache file, if this sample tokenized more of the haystack
+        prompt = self._prompt(pf, context, context_text, f.around, tokenizer)
+        positions = tuple(len(pf.prefix_ids) + o for o in offsets)
+        total = len(prompt.token_ids)
+        metadata = {
+            "index": index,
+            "haystack": self.haystack,
+            "query": f.query,
+            "n_targets": len(needles.answers),
+            "fill": round((total + gen) / length, 4),
+            "haystack_units": n_units,
+            "prefix_group": key.prefix_group,
+        }
+        if self.haystack == "essay":
+            metadata["haystack_repeated"] = n_units > (stream.cycle or n_units)
+        return Sample(
+            id=key.id,
+            task=self.name,
+            prompt=prompt,
+            references=needles.answers,
+            length=length,
+            context_tokens=total,
+            max_new_tokens=gen,
+            depth=float(depth),
+            needle_positions=positions,
+            evidence_depth=round(100 * offsets[0] / len(context), 2),
+            metadata=metadata,
+        )
+
+
+@dataclass(frozen=True)
+class _IndexFrame:
+    """What the samples of one index share: needles, query, prompt frame, needle ids."""
+
+    tokenizer: Tokenizer
+    needles: Needles
+    query: str
+    frame: PromptFrame
+    texts: list[str]
+    """Needle texts, targets first."""
+    pieces: list[str]
+    """Needle texts with the haystack's joiner in front, then bare."""
+    encoded: list[list[int]]
+    """Their ids."""
+    around: tuple[str, str]
+    """The prompt text before and after the context."""
 
 
 class _Layout:
