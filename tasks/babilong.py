@@ -27,6 +27,7 @@ model's chat template by default (``-O chat_template=false`` sends the bare text
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -36,7 +37,8 @@ import msgspec
 from longctx._errors import LongctxError
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._records import Prompt, Sample
+from longctx._choice import closed_choices
+from longctx._records import Choices, Prompt, Sample
 from longctx._registry import task
 from longctx.tasks import _babilong_data as data
 from longctx.tasks._babilong_generate import (
@@ -48,7 +50,7 @@ from longctx.tasks._babilong_generate import (
     stable_rng,
     story_vocabulary,
 )
-from longctx.tasks._babilong_metric import BabilongScorer
+from longctx.tasks._babilong_metric import TASK_LABELS, BabilongScorer
 from longctx.tasks._babilong_prompts import MAX_NEW_TOKENS, PROMPTS, user_message
 from longctx.tasks._haystacks import encode_many
 
@@ -169,9 +171,11 @@ class Babilong:
         target: str,
         question: str,
         metadata: dict,
+        with_choices: bool = False,
     ) -> Sample:
         """A sample from a context; ``offsets`` (context tokens) are in needle order, targets first."""
         prompt = pf.prompt(context, tokenizer)
+        choices = self.choices(question, target) if with_choices else None
         return Sample(
             id=sample_id,
             task=self.name,
@@ -184,7 +188,23 @@ class Babilong:
             needle_positions=tuple(len(pf.prefix_ids) + o for o in offsets),
             evidence_depth=round(100 * offsets[0] / len(context), 2) if offsets and context else None,
             metadata={"qa": self.qa, "question": question, "source": self.options.source, **metadata},
+            choices=choices,
         )
+
+    def choices(self, question: str, target: str) -> Choices | None:
+        """Forced-choice candidates (:mod:`longctx._choice`), qa1 only: the answer sentence the
+        post-prompt asks for, ``"The most recent location of X is Y."``, for each of the task's six
+        locations (``TASK_LABELS``; after ``"\\nAnswer: "`` as in the examples when no chat template
+        is used). None for other tasks, a question not of the form ``Where is X?``, or a target
+        outside the labels."""
+        found = re.fullmatch(r"\s*Where is (\w+)\?\s*", question)
+        labels = TASK_LABELS.get(self.qa, ())
+        if self.qa != "qa1" or found is None or target not in labels:
+            return None
+        lead = "" if self.options.chat_template else "\nAnswer: "
+        person = found.group(1)
+        return closed_choices([f"{lead}The most recent location of {person} is {label}." for label in labels],
+                              labels.index(target))
 
     def samples(self, grid: Grid, tokenizer: Tokenizer) -> Iterator[Sample]:
         """Samples for every length (and depth, when generating) of ``grid``."""
@@ -271,6 +291,7 @@ class Babilong:
                     offsets=offsets,
                     target=str(row["target"]),
                     question=str(row["question"]),
+                    with_choices=bool(grid.choices),
                     metadata={
                         "dataset": o.dataset,
                         "dataset_length": config,
@@ -342,6 +363,7 @@ class Babilong:
                         offsets=[ctx.fact_offsets[i] for i in needle_order],
                         target=q.answer,
                         question=q.question,
+                        with_choices=bool(grid.choices),
                         metadata={
                             "babi": q.ref,
                             "n_facts": len(facts),

@@ -72,7 +72,8 @@ import msgspec
 from longctx._errors import LongctxError
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._records import Prompt, Sample
+from longctx._choice import closed_choices
+from longctx._records import Choices, Prompt, Sample
 from longctx._registry import task
 
 SYSTEM_PROMPT = """
@@ -381,6 +382,15 @@ class LongHealth:
             return "F", UNANSWERABLE
         return q.answer_letter, q.options[LETTERS.index(q.answer_letter)]
 
+    def choices(self, q: Question) -> Choices:
+        """Forced-choice candidates (:mod:`longctx._choice`): the start of the required answer up to
+        each option's letter, ``"The correct answer is X:"`` for A..E (and F in tasks 2/3); the
+        true one is the answer key's letter (F in task 3). The shared words score alike, so the
+        ranking is the model's preference among the letters after them; option texts are left out
+        so that their lengths do not weigh in."""
+        letters = "ABCDEF" if self.variant > 1 else LETTERS
+        return closed_choices([f"The correct answer is {c}:" for c in letters], letters.index(self._answer(q)[0]))
+
     def _metadata(self, q: Question) -> dict[str, Any]:
         letter, text = self._answer(q)
         meta = {
@@ -447,8 +457,10 @@ class LongHealth:
             user = user.replace("{options}", self._options_text(q).replace("{context}", "(context)"))
             pf = self._frame(tokenizer, user, question=f"{q.text}\n{self._options_text(q)}")
             candidates = self._candidates(patient, patients, q, grid.seed, repeat)
+            choices = self.choices(q) if grid.choices else None
             for length in grid.lengths:
-                yield self._sample(q, repeat, length, patient, pf, candidates, sep, gen, grid.seed, tokenizer)
+                sample = self._sample(q, repeat, length, patient, pf, candidates, sep, gen, grid.seed, tokenizer)
+                yield msgspec.structs.replace(sample, choices=choices) if choices else sample
 
     def _frame(self, tokenizer: Tokenizer, user: str, question: str | None = None) -> PromptFrame:
         if not self.options.system_prompt:

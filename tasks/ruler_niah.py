@@ -59,7 +59,8 @@ from longctx._errors import LongctxError
 from longctx._plan import SampleKey
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._records import Prompt, Sample
+from longctx._choice import drawn_choices
+from longctx._records import Choices, Prompt, Sample
 from longctx._registry import task
 from longctx._scoring import RulerMatch
 
@@ -199,6 +200,19 @@ class RulerNiah:
         values = tuple(tuple(random_value(self.value_kind, rng) for _ in range(self.n_values)) for _ in keys)
         queried = tuple(sorted(rng.sample(range(self.n_keys), self.n_queries)))
         return Needles(tuple(keys), values, queried)
+
+    def choices(self, grid: Grid, index: int, needles: Needles) -> Choices | None:
+        """Forced-choice candidates of sample ``index`` when the grid asks for them
+        (:mod:`longctx._choice`): the needle's value and ``grid.choices`` random values of the same
+        kind, never the value of another needle of the sample, each as ``" " + value`` (the answer
+        prefix ends before it); drawn from (seed, index) only, so one sample index has the same
+        candidates at every length and depth. None for the variants with several answers."""
+        if not grid.choices or len(needles.answers) != 1:
+            return None
+        rng = stable_rng(self.name, grid.seed, index, "choices")
+        taken = [v for values in needles.values for v in values]
+        return drawn_choices(needles.answers[0], lambda r: random_value(self.value_kind, r), grid.choices, rng,
+                             avoid=taken)
 
     def _type_v(self) -> str:
         return self.value_kind if self.n_queries * self.n_values > 1 else self.value_kind[:-1]
@@ -348,6 +362,7 @@ class RulerNiah:
             needle_positions=positions,
             evidence_depth=round(100 * offsets[0] / len(context), 2),
             metadata=metadata,
+            choices=self.choices(grid, index, needles),
         )
 
 
