@@ -55,3 +55,9 @@ class TooManyErrors(SweepStopped):
     """More samples failed than ``--max-errors`` allows."""
 
     exit_code = 4
+
+
+class CostCapReached(SweepStopped):
+    """The next sample would take the run folder's spend past ``--max-cost-usd``."""
+
+    exit_code = 5

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import msgspec
 
 from longctx._errors import LongctxError
+from longctx._prices import PriceTable, load_prices
 from longctx._records import Result
 from longctx.reports import stats
 from longctx.reports.aggregate import (
@@ -44,7 +45,7 @@ from longctx.reports.aggregate import (
     paired_scores,
     tasks_of,
 )
-from longctx.reports.cost import Cost, costs
+from longctx.reports.cost import CellCost, Cost, cell_costs, costs, pricers
 from longctx.reports.retrieval import RetrievalSplit, retrieval_splits
 from longctx.reports.runs import RunData, results_by_run
 
@@ -495,6 +496,10 @@ class Comparison(msgspec.Struct, frozen=True):
     """Cost per (run, task, length) and per (run, task)."""
     retrieval: list[RetrievalSplit]
     """Recall and retrieval/reading misses of ``rag`` runs."""
+    cell_costs: list[CellCost] = []
+    """USD per (run, task, length, depth bin)."""
+    prices: str = ""
+    """Where the USD prices come from (``prices from FILE over the default table (read ...)``)."""
 
 
 def compare_runs(
@@ -502,12 +507,16 @@ def compare_runs(
     threshold: float = RULER_THRESHOLD,
     resamples: int = stats.BOOTSTRAP_RESAMPLES,
     seed: int = stats.BOOTSTRAP_SEED,
+    prices: PriceTable | None = None,
 ) -> Comparison:
     """Classify, test and measure ``runs`` (raises :class:`LongctxError` for runs not on the same
-    samples)."""
+    samples). USD with ``prices`` (default: the shipped table only; the command line adds the
+    user's file and ``--prices``: :func:`~longctx._prices.load_prices`)."""
     pairs = classify_runs(runs)
     by_run = results_by_run(runs)
     axes = depth_axes(by_run)
+    prices = prices if prices is not None else load_prices(user=False)
+    priced = pricers(runs, prices)
     margins = by_length(by_run) + by_task(by_run)
     effective = [
         effective_length(margins, run, task, threshold)
@@ -536,6 +545,8 @@ def compare_runs(
         depth_axes={task: axis.kind for task, axis in axes.items()},
         tests=paired_tests(by_run, resamples, seed),
         effective=effective,
-        costs=costs(by_run),
+        costs=costs(by_run, priced),
         retrieval=retrieval_splits(by_run, axes),
+        cell_costs=cell_costs(by_run, axes, priced),
+        prices=prices.describe(),
     )

@@ -3,7 +3,8 @@
 Per task: accuracy vs length (one curve per run, Wilson intervals), effective length, side-by-side
 depth x length heatmaps on one colour scale (with retrieval recall next to the accuracy of ``rag``
 runs and the split of their wrong answers into retrieval and reading misses), paired differences
-(McNemar / paired bootstrap, Holm-adjusted over the page), cost per run, and the failing samples
+(McNemar / paired bootstrap, Holm-adjusted over the page), cost per run (tokens, time, USD; USD
+per depth x length cell), and the failing samples
 side by side (each run's prediction for the same sample). Clicking any heatmap cell opens and
 scrolls to that cell's side-by-side samples.
 
@@ -26,13 +27,13 @@ from longctx.reports import figures
 from longctx.reports.aggregate import DepthAxis, length_label, sort_bins
 from longctx.reports.compare import (
     Comparison,
-    Cost,
     EffectiveLength,
     PairedTest,
     RetrievalSplit,
     compare_runs,
     side_by_side,
 )
+from longctx.reports.cost_html import USD_METHODS, cost_section
 from longctx.reports.html import CSS, PLOTLY_CONFIG
 from longctx.reports.runs import RunData, results_by_run
 
@@ -115,6 +116,7 @@ wrong answer with recall &lt; 1 is a <i>retrieval miss</i>, with recall 1 a <i>r
 computed (not served from the prefix cache), generated, LM calls, retrieved tokens, wall time, and
 tokens/s = (computed + generated) / wall time; memory state is the largest recurrent state (HOPE).
 Columns no run reports are left out.</p>
+<p>""" + USD_METHODS + """</p>
 """
 
 
@@ -127,24 +129,10 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "&ndash;" if x is None else f"{100 * x:.{digits}f}%"
 
 
-def _num(x: float | None, digits: int = 0) -> str:
-    return "&ndash;" if x is None else f"{x:,.{digits}f}"
-
-
 def _p(x: float | None) -> str:
     if x is None:
         return "&ndash;"
     return "&lt;0.0001" if x < 1e-4 else f"{x:.4f}" if x < 0.01 else f"{x:.3f}"
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "&ndash;"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def _clip(text: str, what: str) -> str:
@@ -310,40 +298,6 @@ def _tests_table(tests: Sequence[PairedTest]) -> str:
         body,
         left=3,
     )
-
-
-def _cost_table(rows: Sequence[Cost]) -> str:
-    """Cost rows; columns no run reports (e.g. sub-LM calls without an ``rlm`` run) are left out."""
-    columns = [
-        ("run", lambda c: _e(c.run)),
-        ("length", lambda c: "all" if c.length is None else length_label(c.length)),
-        ("samples", lambda c: f"{c.samples:,}"),
-        ("prompt tok. sent", lambda c: _num(c.prompt_tokens) + ("*" if c.tokens_estimated else "")),
-        ("computed", lambda c: _num(c.computed_tokens)),
-        ("cached", lambda c: _pct(c.cached_share, 0)),
-        ("generated tok.", lambda c: _num(c.completion_tokens, 1)),
-        ("root calls", lambda c: _num(c.root_calls, 1)),
-        ("sub-LM calls", lambda c: _num(c.sub_calls, 1)),
-        ("retrieved tok.", lambda c: _num(c.retrieved_tokens)),
-        ("wall s / sample", lambda c: _num(c.latency_s, 2)),
-        ("tok/s", lambda c: _num(c.tokens_per_s)),
-        ("gen. tok/s", lambda c: _num(c.generated_per_s, 1)),
-        ("memory state", lambda c: _bytes(c.state_bytes)),
-        ("cost (total)", lambda c: "&ndash;" if c.cost_usd is None else f"${c.cost_usd:,.4f}"),
-    ]
-    table = [[fmt(c) for _, fmt in columns] for c in rows]
-    keep = [i for i in range(len(columns)) if i < 3 or any(row[i] != "&ndash;" for row in table)]
-    body = [
-        _row([row[i] for i in keep], left=2, cls="total" if c.length is None else "")
-        for c, row in zip(rows, table)
-    ]
-    note = (
-        "<p class='muted'>* token counts of some samples estimated from characters (the engine reported no "
-        "usage)</p>"
-        if any(c.tokens_estimated for c in rows)
-        else ""
-    )
-    return _table([columns[i][0] for i in keep], body, left=2) + note
 
 
 def _retrieval_table(rows: Sequence[RetrievalSplit]) -> str:
@@ -549,7 +503,9 @@ def render_compare(
             sec.append(_tests_table(tests))
         else:
             sec.append("<p class='muted'>No two runs share samples of this task.</p>")
-        sec.append("<h3>Cost per sample</h3>" + _cost_table([c for c in comp.costs if c.task == task]))
+        sec.append(cost_section([c for c in comp.costs if c.task == task],
+                                [c for c in comp.cell_costs if c.task == task], task_runs, lengths, depths,
+                                axis, comp.prices or "no price table"))
         sec.append(
             "<h3>Failing samples</h3>"
             + _side_by_side_section(groups, task_runs, axis, anchors, max_failures_per_cell)

@@ -20,7 +20,7 @@ import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longctx._records import Result
 from longctx._scoring import corpus_hook, corpus_rows
@@ -41,6 +41,9 @@ from longctx.reports.aggregate import (
     tasks_of,
 )
 from longctx.reports.runs import RunData, results_by_run
+
+if TYPE_CHECKING:
+    from longctx._prices import PriceTable
 
 #: characters of a prediction / reference shown inline; the full text is one click away
 INLINE_CHARS = 240
@@ -140,6 +143,8 @@ prompt tokens served from the prefix cache, where the engine reported both count
 <p>Heatmaps share one fixed colour scale (0-100%); blank cells have no results, <i>err</i> marks
 cells where every sample errored. Depth is either the requested needle depth or, for tasks that do
 not place evidence, the achieved position of the first evidence in deciles of the context.</p>
+<p><b>Cost</b> per sample: tokens sent, computed (not served from the prefix cache) and generated, wall
+time, USD (below).</p>
 """
 
 
@@ -389,11 +394,17 @@ def _share_template(entry: dict[str, Any], figs: list[dict[str, Any]]) -> None:
 
 
 def render_report(
-    runs: Sequence[RunData], title: str = "longctx report", max_failures_per_cell: int = 25
+    runs: Sequence[RunData], title: str = "longctx report", max_failures_per_cell: int = 25,
+    prices: PriceTable | None = None,
 ) -> str:
-    """The report as one HTML string (plotly.js inlined once, no external references)."""
+    """The report as one HTML string (plotly.js inlined once, no external references); USD with
+    ``prices`` (default: the shipped table: :func:`longctx._prices.load_prices`)."""
     import plotly.io as pio
     from plotly.offline import get_plotlyjs
+
+    from longctx._prices import load_prices
+    from longctx.reports.cost import cell_costs, costs, pricers
+    from longctx.reports.cost_html import USD_METHODS, cost_section
 
     by_run = results_by_run(runs)
     labels = list(by_run)
@@ -401,6 +412,9 @@ def render_report(
     all_cells = cells(by_run, axes)
     margins = by_length(by_run)
     totals = by_task(by_run)
+    prices = prices if prices is not None else load_prices(user=False)
+    priced = pricers(runs, prices)
+    cost_rows, cost_cells = costs(by_run, priced), cell_costs(by_run, axes, priced)
     figs: list[dict[str, Any]] = []
 
     def add_figure(fig_id: str, kind: str, fig) -> str:
@@ -457,6 +471,9 @@ def render_report(
                 _failures_section(run, run_results, axis, anchors, f"fail-{ti}-{ri}", max_failures_per_cell)
             )
         section.append(f"<div class='grid'>{''.join(heatmaps)}</div>")
+        section.append(cost_section([c for c in cost_rows if c.task == task],
+                                    [c for c in cost_cells if c.task == task], task_runs, lengths, depths, axis,
+                                    prices.describe()))
         section.append("<h3>Failing samples</h3>" + "".join(failures))
         body.append(f"<section>{''.join(section)}</section>")
     if not tasks:
@@ -474,7 +491,7 @@ def render_report(
         f"{len(tasks)} task{'s' * (len(tasks) != 1)}, {n_results:,} results &middot; generated {generated} "
         f"by longctx {_e(_version())}</div></header>"
         f"<nav>{''.join(nav)}</nav><main>{''.join(body)}"
-        f"<footer id='methods'><h2>Methods</h2>{METHODS}</footer></main>"
+        f"<footer id='methods'><h2>Methods</h2>{METHODS}<p>{USD_METHODS}</p></footer></main>"
         f"<script type='application/json' id='figure-data'>{_json_for_script(figs)}</script>"
         f"<script>{plotly_js}</script>"
         f"<script>{JS % {'config': json.dumps(PLOTLY_CONFIG)}}</script>"
@@ -483,13 +500,14 @@ def render_report(
 
 
 def write_report(
-    runs: Sequence[RunData], path: str | Path, title: str = "longctx report", max_failures_per_cell: int = 25
+    runs: Sequence[RunData], path: str | Path, title: str = "longctx report", max_failures_per_cell: int = 25,
+    prices: PriceTable | None = None,
 ) -> Path:
     """Write :func:`render_report` to ``path`` (atomically) and return the absolute path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_report(runs, title, max_failures_per_cell), encoding="utf-8")
+    tmp.write_text(render_report(runs, title, max_failures_per_cell, prices), encoding="utf-8")
     tmp.replace(path)
     return path.resolve()
 

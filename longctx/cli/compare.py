@@ -56,6 +56,11 @@ if TYPE_CHECKING:
     help="Paired-bootstrap resamples.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option(
+    "--prices", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+    help="Price table (YAML or TOML, USD per million tokens) over ~/.config/longctx/prices.yaml and the "
+    "shipped defaults.",
+)
 def compare(
     runs: tuple[Path, ...],
     output: Path,
@@ -65,12 +70,14 @@ def compare(
     max_failures: int,
     resamples: int,
     seed: int,
+    prices: Path | None,
 ) -> None:
     """Read RUNS (run folders of ``longctx sweep``), write OUTPUT (and --json), print a summary."""
     import msgspec
     from rich.console import Console
 
     from longctx._errors import LongctxError
+    from longctx._prices import load_prices
     from longctx._records import encode
     from longctx.reports.compare import compare_runs
     from longctx.reports.compare_html import write_compare
@@ -79,8 +86,9 @@ def compare(
     for path in (output, json_path):
         if path is not None and path.is_dir():
             raise LongctxError(f"{path} is a folder; give a file name such as {path / 'compare.html'}")
+    table = load_prices(prices)  # a bad price file is refused before any work
     loaded = load_runs(runs)
-    comparison = compare_runs(loaded, threshold=threshold, resamples=resamples, seed=seed)
+    comparison = compare_runs(loaded, threshold=threshold, resamples=resamples, seed=seed, prices=table)
     try:  # the files first: a closed pipe on the summary (`| head`) must not lose them
         page = write_compare(loaded, output, comparison, title=title, max_failures_per_cell=max_failures)
         if json_path is not None:
@@ -117,10 +125,10 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             title_justify="left",
             caption_justify="left",
             caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER) / the same on the "
-            "Wilson lower bound; s/sample and prompt tokens per sample",
+            "Wilson lower bound; s/sample, prompt tokens and USD per sample (" + comp.prices + ")",
         )
         table.add_column("run", overflow="fold")
-        for name in ("acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt"):
+        for name in ("acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt", "USD"):
             table.add_column(name, justify="right", no_wrap=True)
         for m in comp.lengths:
             if m.task != task or m.length is not None:
@@ -138,6 +146,7 @@ def print_comparison(comp: Comparison, console: Console) -> None:
                 f"{eff.label} / {eff.conservative}",
                 "-" if cost.latency_s is None else f"{cost.latency_s:.2f}",
                 "-" if cost.prompt_tokens is None else f"{cost.prompt_tokens:,.0f}",
+                "-" if cost.usd_per_sample is None else f"{cost.usd_per_sample:.6g}",
             )
         console.print(table)
         tests = [t for t in comp.tests if t.task == task and t.length is None]

@@ -19,24 +19,33 @@ import click
     help="Failing samples shown per (length, depth) cell.",
 )
 @click.option("--no-table", is_flag=True, help="Do not print the accuracy tables to the terminal.")
-def report(runs: tuple[Path, ...], output: Path, title: str, max_failures: int, no_table: bool) -> None:
+@click.option(
+    "--prices", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+    help="Price table (YAML or TOML, USD per million tokens) over ~/.config/longctx/prices.yaml and the "
+    "shipped defaults.",
+)
+def report(runs: tuple[Path, ...], output: Path, title: str, max_failures: int, no_table: bool,
+           prices: Path | None) -> None:
     """Read RUNS (run folders written by ``longctx sweep``), print accuracy tables, write OUTPUT."""
     from rich.console import Console
 
     from longctx._errors import LongctxError
+    from longctx._prices import load_prices
     from longctx.cli._tables import print_accuracy_table
     from longctx.reports.html import write_report
     from longctx.reports.runs import load_runs
 
     if output.is_dir():
         raise LongctxError(f"-o {output} is a folder; give a file name such as {output / 'report.html'}")
+    table = load_prices(prices)  # a bad price file is refused before any work
     loaded = load_runs(runs)
     console = Console()
     if not no_table:
         for run in loaded:
             print_accuracy_table(run.results, console, title=run.label)
     try:
-        path = write_report(loaded, output, title=title, max_failures_per_cell=max_failures)
+        path = write_report(loaded, output, title=title, max_failures_per_cell=max_failures,
+                            prices=table)
     except OSError as exc:
         raise LongctxError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(str(path))
