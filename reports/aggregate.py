@@ -20,6 +20,11 @@ Conventions, stated once:
 - "Accuracy" is the mean of the task's primary metric, which lies in [0, 1] and is binary for most
   tasks (NIAH string match with one reference, multiple choice); for graded metrics (token F1,
   partial string match) it is the mean score.
+- **Forced choice is its own metric.** Results scored by forced choice (``Result.scoring ==
+  "choice"``, metric ``choice_accuracy``: the true candidate ranks first by log-likelihood) are
+  reported under their own task label, ``TASK [choice]`` (:func:`reported`), so their numbers get
+  their own tables and curves and are never pooled with, or paired against, the accuracy of
+  generated answers on the same task.
 """
 
 from __future__ import annotations
@@ -293,6 +298,15 @@ def by_task(runs: RunResults) -> list[Margin]:
         for run, results in runs.items()
         for task, task_results in group(results, lambda r: r.task).items()
     ]
+
+
+def reported(results: Iterable[Result]) -> list[Result]:
+    """``results`` as reports group them: a forced-choice result's ``task`` reads ``TASK [choice]``
+    (generated-answer results unchanged), so that every grouping by task keeps the two metrics apart."""
+    from longctx._choice import report_task
+
+    return [r if r.scoring != "choice" else msgspec.structs.replace(r, task=report_task(r.task, r.scoring))
+            for r in results]
 
 
 # ---- samples ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import msgspec
 
 from longctx._records import Result
 from longctx._store import BATCH_KEYS, CONDITION_KEYS, RunStore
-from longctx.reports.aggregate import latest
+from longctx.reports.aggregate import latest, reported
 
 
 class RunData(msgspec.Struct):
@@ -24,7 +24,8 @@ class RunData(msgspec.Struct):
     manifest: dict[str, Any]
     """``manifest.json`` as written by the sweep."""
     results: list[Result]
-    """Results, one per sample id (the last attempt wins)."""
+    """Results, one per sample id (the last attempt wins); forced-choice results under the task
+    label ``TASK [choice]`` (:func:`~longctx.reports.aggregate.reported`)."""
 
     def info(self) -> dict[str, str]:
         """Key facts for the report header: model, runner, tasks, created, updated, sessions, and
@@ -123,7 +124,8 @@ def load_runs(paths: Iterable[str | Path]) -> list[RunData]:
     paths = [Path(p) for p in paths]
     stores = [RunStore.open_for_read(p) for p in paths]
     return [
-        RunData(label=label, path=str(store.root), manifest=store.manifest, results=latest(store.results))
+        RunData(label=label, path=str(store.root), manifest=store.manifest,
+                results=reported(latest(store.results)))
         for label, store in zip(unique_labels(paths), stores)
     ]
 
