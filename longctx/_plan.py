@@ -229,9 +229,12 @@ def run_identity(
     tasks: Sequence[Task], grid: Grid, runner: str, runner_cls: type, runner_opts: Any, model: str, mode: str
 ) -> dict[str, Any]:
     """What must match for a run folder to be resumed: tasks and their options, runner and its
-    options (minus the runner's ``volatile_options``), model, mode and grid."""
+    options (minus the runner's ``volatile_options``), model, mode and grid; for forced-choice
+    scoring (``grid.choices > 0``) also ``scoring`` (absent for generated answers, so a generate run
+    and a choice run never share a folder and older folders keep their identity)."""
     volatile = set(getattr(runner_cls, "volatile_options", ()))
     ropts = {k: v for k, v in as_dict(runner_opts).items() if k not in volatile}
+    scoring = {"scoring": {"mode": "choice", "choices": grid.choices}} if grid.choices else {}
     return {
         "tasks": [t.name for t in tasks],
         "task_options": {t.name: as_dict(getattr(t, "options", None)) for t in tasks},
@@ -241,6 +244,7 @@ def run_identity(
         "mode": mode,
         "grid": {"lengths": list(grid.lengths), "depths": list(grid.depths),
                  "samples": grid.samples, "seed": grid.seed},
+        **scoring,
     }
 
 
