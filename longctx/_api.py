@@ -33,6 +33,7 @@ _KWARGS = {
     "runner": "runner",
     "model": "model",
     "endpoint": "endpoint",
+    "endpoints_file": "endpoints-file",
     "api_key_env": "api-key-env",
     "concurrency": "concurrency",
     "timeout": "timeout",
@@ -73,7 +74,7 @@ def resolve_settings(
 def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
     """The :class:`~longctx._sweep.SweepSpec` of resolved settings (``out`` defaulted if unset)."""
     from longctx._config import default_out
-    from longctx._parsing import parse_depths, parse_lengths, parse_options
+    from longctx._parsing import parse_depths, parse_endpoints, parse_lengths, parse_options
     from longctx._protocols import Grid, RunnerConfig
     from longctx._sweep import SweepSpec
 
@@ -83,13 +84,15 @@ def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
     if settings["concurrency"] < 1:
         raise LongctxError("concurrency must be at least 1")
     out = settings["out"] or default_out(tasks, settings["model"], settings["runner"], settings.get("preset"))
+    servers = parse_endpoints(settings["endpoint"], settings.get("endpoints-file"))
     return SweepSpec(
         tasks=tasks,
         grid=Grid(parse_lengths(settings["lengths"]), parse_depths(settings["depths"]), settings["samples"],
                   settings["seed"]),
         runner=settings["runner"],
         runner_config=RunnerConfig(
-            model=settings["model"], endpoint=settings["endpoint"], api_key_env=settings["api-key-env"],
+            model=settings["model"], endpoint=servers[0] if servers else None,
+            endpoints=servers if len(servers) > 1 else (), api_key_env=settings["api-key-env"],
             concurrency=settings["concurrency"], timeout_s=settings["timeout"], retries=settings["retries"],
             mode="chat" if settings["chat-only"] else "completions", seed=settings["seed"],
         ),
@@ -115,7 +118,8 @@ def sweep(
     seed: int | None = None,
     runner: str | None = None,
     model: str | None = None,
-    endpoint: str | None = None,
+    endpoint: str | Sequence[str] | None = None,
+    endpoints_file: str | Path | None = None,
     api_key_env: str | None = None,
     concurrency: int | None = None,
     timeout: float | None = None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from longctx._errors import LongctxError
 
@@ -61,3 +63,19 @@ def parse_options(pairs: tuple[str, ...] | list[str], flag: str = "-O") -> dict[
             raise LongctxError(f"bad {flag} {pair!r}: use key=value")
         out[key.strip()] = value
     return out
+
+
+def parse_endpoints(values: str | Sequence[str] | None, file: str | Path | None = None) -> tuple[str, ...]:
+    """Endpoint URLs from ``--endpoint`` values and an ``--endpoints-file`` (one per line, blank lines
+    and ``#`` comments skipped), in order, duplicates dropped."""
+    items = [values] if isinstance(values, str) else list(values or ())
+    if file is not None:
+        try:
+            text = Path(file).expanduser().read_text(encoding="utf-8")
+        except OSError as exc:
+            raise LongctxError(f"--endpoints-file {file}: {exc.strerror or exc}") from None
+        lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        items += [line for line in lines if line]
+        if not any(lines):
+            raise LongctxError(f"--endpoints-file {file} lists no server")
+    return tuple(dict.fromkeys(str(v).strip() for v in items if str(v).strip()))

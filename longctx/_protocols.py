@@ -171,6 +171,13 @@ class RunnerConfig(msgspec.Struct, frozen=True):
     """``completions`` (prompt text/ids with the answer prefix prefilled) or ``chat`` (messages only)."""
     seed: int = 42
     """Sampling seed passed to engines (decoding is greedy)."""
+    endpoints: tuple[str, ...] = ()
+    """``--endpoint`` given more than once (or ``--endpoints-file``): every server to spread the
+    requests over, ``endpoint`` being the first; () with one server or none."""
+
+    def servers(self) -> tuple[str, ...]:
+        """The endpoints to attach to (``endpoints``, else ``endpoint``); () = launch a server."""
+        return self.endpoints or ((self.endpoint,) if self.endpoint else ())
 
 
 class ScoringSource(Protocol):

@@ -1,5 +1,9 @@
 """What a running vLLM / OpenAI-compatible server says about itself, and its remote tokenizer.
 
+Several servers (``--endpoint`` repeated): :func:`check_endpoints` says which can be used when the
+run starts, :func:`first_reachable` is the one asked about the model and its tokenizer, and
+:func:`served_window` the smallest window among them (a sample must fit on every server).
+
 Synchronous ``httpx`` (these calls happen while samples are built, not during generation).
 ``/tokenize``, ``/detokenize`` and ``/version`` are vLLM extensions served at the server root;
 ``/v1/models`` is standard (vLLM adds ``max_model_len`` and ``root``, the model path).
@@ -140,3 +144,48 @@ class RemoteTokenizer:
             "add_special_tokens": False,
         }
         return self.decode(self._post("/tokenize", body)["tokens"])
+
+
+
+def unreachable(endpoint: Endpoint) -> str | None:
+    """Why ``endpoint`` cannot be asked about its models now (one line), or None when it can."""
+    try:
+        endpoint.models  # noqa: B018 - cached: fetched once
+    except LongctxError as exc:
+        return str(exc)
+    return None
+
+
+def check_endpoints(endpoints: Sequence[Endpoint], progress: Any = None) -> list[bool]:
+    """Which ``endpoints`` are up now. Each reachable one must serve the model (LongctxError if
+    not); an unreachable one starts taken out (the pool probes it later, with a note through
+    ``progress``); LongctxError when none is reachable."""
+    up: list[bool] = []
+    problems: list[str] = []
+    for endpoint in endpoints:
+        problem = unreachable(endpoint)
+        if problem is None:
+            endpoint.check_model()
+        else:
+            problems.append(problem)
+            if progress is not None and len(endpoints) > 1:
+                progress.log(f"{endpoint.base_url} is not reachable now; it is tried again during the run")
+        up.append(problem is None)
+    if not any(up):
+        raise LongctxError(problems[0] if len(problems) == 1 else
+                           f"none of the {len(endpoints)} endpoints is reachable (first: {problems[0]})")
+    return up
+
+
+def first_reachable(endpoints: Sequence[Endpoint]) -> Endpoint:
+    """The first endpoint that answers (the first one when none does: its error is the one shown)."""
+    return next((e for e in endpoints if unreachable(e) is None), endpoints[0])
+
+
+def served_window(endpoints: Sequence[Endpoint]) -> int | None:
+    """The smallest ``max_model_len`` the reachable endpoints report (None when none reports one)."""
+    reachable = [e for e in endpoints if unreachable(e) is None]
+    if not reachable:
+        check_endpoints(endpoints)  # raises, naming the first problem
+    windows = [w for w in (e.max_model_len() for e in reachable) if w is not None]
+    return min(windows) if windows else None

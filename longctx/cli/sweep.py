@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from longctx._errors import SweepStopped
-from longctx._parsing import parse_depths, parse_lengths, parse_options
+from longctx._parsing import parse_depths, parse_endpoints, parse_lengths, parse_options
 from longctx._protocols import Grid, RunnerConfig
 from longctx._sweep import SweepOutcome, SweepSpec, run_sweep
 from longctx.cli._sweep_config import sweep_settings
@@ -43,9 +43,14 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--runner", "-r", "runner_name", default="vllm", show_default=True, help="Runner; see `longctx runners`.")
 @click.option("--model", "-m", default="default", show_default=True,
               help="Named model (`longctx models`), a local model folder, or an endpoint's model name.")
-@click.option("--endpoint", help="Attach to an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+@click.option("--endpoint", multiple=True,
+              help="Attach to an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1; repeat it for several "
+                   "servers (requests are spread over them, samples sharing a prefix stay on one).")
+@click.option("--endpoints-file", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Servers to attach to, one URL per line (# comments), with or instead of --endpoint.")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Env var holding the endpoint's key.")
-@click.option("--concurrency", "-c", default=4, show_default=True, help="Requests in flight.")
+@click.option("--concurrency", "-c", default=4, show_default=True,
+              help="Requests in flight, per server when there are several.")
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Per-request timeout, seconds.")
 @click.option("--retries", default=3, show_default=True, help="Retries on transient errors.")
 @click.option("--chat-only", is_flag=True, help="Send chat messages (no answer-prefix prefill).")
@@ -66,7 +71,8 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
               help="Resume a folder whose results were recorded with other concurrency, dtype or engine "
                    "version (default: refuse; the report marks a mixed run).")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
-          model: str, endpoint: str | None, api_key_env: str, concurrency: int, timeout_s: float, retries: int,
+          model: str, endpoint: tuple[str, ...], endpoints_file: Path | None, api_key_env: str, concurrency: int,
+          timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
           allow_mixed: bool) -> None:
@@ -75,11 +81,14 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
 
     if concurrency < 1:
         raise click.BadParameter("must be at least 1", param_hint="--concurrency")
+    servers = parse_endpoints(endpoint, endpoints_file)
     spec = SweepSpec(
         tasks=task_names,
         grid=Grid(parse_lengths(lengths), parse_depths(depths), samples, seed),
         runner=runner_name,
-        runner_config=RunnerConfig(model=model, endpoint=endpoint, api_key_env=api_key_env, concurrency=concurrency,
+        runner_config=RunnerConfig(model=model, endpoint=servers[0] if servers else None,
+                                   endpoints=servers if len(servers) > 1 else (), api_key_env=api_key_env,
+                                   concurrency=concurrency,
                                    timeout_s=timeout_s, retries=retries, mode="chat" if chat_only else "completions",
                                    seed=seed),
         out=out,

@@ -95,7 +95,7 @@ def test_layers_kwargs_over_file_over_preset_over_defaults(tmp_path):
 def test_dump_and_load_round_trip(tmp_path):
     settings = {"task": ["babilong/qa1", "babilong/qa10"], "lengths": "0k,1k", "depths": "50", "samples": 4,
                 "option": ["system_prompt=You are a helpful assistant.", "babilong:dataset=babilong"],
-                "chat-only": False, "endpoint": None, "runner-option": []}
+                "chat-only": False, "endpoint": [], "runner-option": []}
     path = write(tmp_path, dump_config(settings, "a header\nsecond line"))
     assert path.read_text().startswith("# a header\n# second line\n")
     expected = {k: v for k, v in settings.items() if v not in (None, [])}
@@ -132,7 +132,8 @@ def test_normalize_scalars():
     assert normalize("lengths", 4096, "x") == "4096"
     assert normalize("depths", [0.0, 12.5], "x") == "0,12.5"
     assert normalize("option", {"flag": True, "n": 3}, "x") == ["flag=true", "n=3"]
-    assert normalize("endpoint", None, "x") is None and normalize("task", None, "x") == []
+    assert normalize("endpoint", None, "x") == [] and normalize("task", None, "x") == []
+    assert normalize("endpoint", "http://h:1/v1", "x") == ["http://h:1/v1"]  # one server, as before
 
 
 def test_settings_are_the_sweep_flags_with_their_defaults():
