@@ -47,6 +47,8 @@ _KWARGS = {
     "max_errors": "max-errors",
     "deterministic": "deterministic",
     "allow_mixed": "allow-mixed",
+    "max_cost_usd": "max-cost-usd",
+    "prices": "prices",
 }
 
 
@@ -104,6 +106,8 @@ def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
         max_errors=settings["max-errors"],
         deterministic=settings["deterministic"],
         allow_mixed=settings["allow-mixed"],
+        max_cost_usd=settings.get("max-cost-usd"),
+        prices=Path(settings["prices"]) if settings.get("prices") else None,
     )
 
 
@@ -133,6 +137,8 @@ def sweep(
     max_errors: int | None = None,
     deterministic: bool | None = None,
     allow_mixed: bool | None = None,
+    max_cost_usd: float | None = None,
+    prices: str | Path | None = None,
     progress: Progress | None = None,
 ) -> SweepOutcome:
     """Run a sweep (resumable) and return what it did; the same settings as ``longctx sweep``.
@@ -184,19 +190,21 @@ def _as_runs(runs: Any) -> list[RunData]:
 
 def report(
     runs: Any, output: str | Path = "report.html", *, title: str = "longctx report",
-    max_failures_per_cell: int = 25,
+    max_failures_per_cell: int = 25, prices: str | Path | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``runs`` (folders or :func:`load_runs` results) to
-    ``output``; returns its absolute path."""
+    ``output``; returns its absolute path. ``prices``: a price file over the default table."""
+    from longctx._prices import load_prices
     from longctx.reports.html import write_report
 
-    return write_report(_as_runs(runs), output, title=title, max_failures_per_cell=max_failures_per_cell)
+    return write_report(_as_runs(runs), output, title=title, max_failures_per_cell=max_failures_per_cell,
+                        prices=load_prices(prices))
 
 
 def compare(
     runs: Any, output: str | Path | None = None, *, threshold: float | None = None,
     resamples: int | None = None, seed: int | None = None, title: str = "longctx comparison",
-    max_failures_per_cell: int = 25,
+    max_failures_per_cell: int = 25, prices: str | Path | None = None,
 ) -> Comparison:
     """Compare runs on the same samples (paired tests, effective length, cost, recall): the numbers
     of ``longctx compare``. Writes the HTML page to ``output`` when given.
@@ -209,7 +217,9 @@ def compare(
     loaded = _as_runs(runs)
     options = {k: v for k, v in (("threshold", threshold), ("resamples", resamples), ("seed", seed))
                if v is not None}
-    comparison = compare_runs(loaded, **options)
+    from longctx._prices import load_prices
+
+    comparison = compare_runs(loaded, **options, prices=load_prices(prices))
     if output is not None:
         write_compare(loaded, output, comparison, title=title, max_failures_per_cell=max_failures_per_cell)
     return comparison

@@ -47,6 +47,8 @@ SETTINGS: dict[str, str] = {
     "max-errors": "int",
     "deterministic": "bool",
     "allow-mixed": "bool",
+    "max-cost-usd": "float",
+    "prices": "path",
 }
 
 #: what ``longctx sweep`` uses for a setting nobody gave (kept equal to the command's defaults by a test)
@@ -73,6 +75,8 @@ DEFAULTS: dict[str, Any] = {
     "max-errors": None,
     "deterministic": False,
     "allow-mixed": False,
+    "max-cost-usd": None,
+    "prices": None,
 }
 
 #: flags that steer one invocation, not the run: left out of ``OUT/config.yaml``

@@ -7,20 +7,25 @@ leaving what did not finish pending for the next invocation of the same command:
 * :class:`~longctx._errors.EngineGone` from the runner (the launched server died, the endpoint
   stopped accepting connections): what was in flight is dropped, never recorded as an error;
 * more than ``max_errors`` samples recorded with an error in this invocation:
-  :class:`~longctx._errors.TooManyErrors`.
+  :class:`~longctx._errors.TooManyErrors`;
+* ``spend`` (``--max-cost-usd``, :class:`~longctx._prices.SpendCap`) saying the next sample would
+  pass the cap: :class:`~longctx._errors.CostCapReached`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longctx._errors import TooManyErrors
 from longctx._plan import Plan, PlannedSamples
 from longctx._protocols import NullProgress, Progress, Runner, Task
 from longctx._records import Generation, Result, Sample, sample_hash
 from longctx._store import RunStore
+
+if TYPE_CHECKING:
+    from longctx._prices import SpendCap
 
 
 @dataclass
@@ -67,12 +72,13 @@ def dispatch(
     max_errors: int | None = None,
     progress: Progress | None = None,
     conditions: dict[str, Any] | None = None,
+    spend: SpendCap | None = None,
 ) -> None:
     """Run ``todo`` through the entered ``runner`` and record every answer in ``store``, stamped
     with the store's session and ``conditions`` (what can change results in this session).
 
-    Raises ``EngineGone`` (from the runner) or :class:`TooManyErrors`; ``tally`` then says what
-    was recorded before.
+    Raises ``EngineGone`` (from the runner), :class:`TooManyErrors` or ``CostCapReached`` (from
+    ``spend.charge``); ``tally`` then says what was recorded before.
     """
     progress = progress or NullProgress()
     progress.start(f"{runner_name}: {len(todo)} samples", total=len(todo))
@@ -96,6 +102,8 @@ def dispatch(
                     f"{tally.errors} samples failed, more than --max-errors {max_errors} allows "
                     f"(last: {written.sample_id}: {written.error}); the rest stay pending"
                 )
+            if spend is not None:  # raises CostCapReached when the next sample would pass the cap
+                spend.charge(written)
     finally:
         close = getattr(generations, "close", None)
         if close is not None:  # a generator: cancels what is still in flight

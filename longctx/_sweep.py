@@ -33,6 +33,7 @@ from typing import Any
 from longctx._dispatch import Tally, dispatch, to_result
 from longctx._errors import LongctxError, SweepStopped
 from longctx._plan import as_dict, build_plan, options_for, order_for_prefix_cache, run_identity
+from longctx._prices import SpendCap, load_prices, sweep_pricing
 from longctx._protocols import Grid, NullProgress, Progress, RunnerConfig, Runner
 from longctx._registry import get_runner_entry, get_task, parse_options
 from longctx._store import RunStore, mixed_conditions
@@ -70,6 +71,11 @@ class SweepSpec:
     allow_mixed: bool = False
     """Resume even when this session's conditions (concurrency, dtype, engine version) differ from
     those of the results already recorded; the manifest and the results say so."""
+    max_cost_usd: float | None = None
+    """Stop (``CostCapReached``) before the next sample would take the run folder's spend (every
+    recorded attempt, all sessions) past this many USD (:class:`~longctx._prices.SpendCap`)."""
+    prices: Path | None = None
+    """Price file over the user's and the default table (:func:`~longctx._prices.load_prices`)."""
 
 
 @dataclass
@@ -93,7 +99,9 @@ class SweepOutcome:
     pending: int = 0
     """Samples of the plan still without a scored result or kept error when the sweep ended."""
     stopped: str | None = None
-    """Why the sweep ended early (engine gone, too many errors), or None."""
+    """Why the sweep ended early (engine gone, too many errors, cost cap), or None."""
+    spent_usd: float | None = None
+    """With ``max_cost_usd``: USD the run folder spent so far (every recorded attempt)."""
 
 
 def _git_sha() -> str | None:
@@ -137,6 +145,13 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError("--samples must be at least 1")
     if spec.max_errors is not None and spec.max_errors < 0:
         raise LongctxError("--max-errors must be 0 or more")
+    pricing = None
+    if spec.max_cost_usd is not None:  # refused before any work: a bad cap, a model without a price
+        config = spec.runner_config
+        pricing = SpendCap(spec.max_cost_usd, sweep_pricing(config.model, spec.runner, config.endpoint,
+                                                            spec.prices)).pricing
+    elif spec.prices is not None:
+        load_prices(spec.prices)  # a bad file is refused even when nothing uses it yet
     tasks = [get_task(name, options_for(name, spec.task_options)) for name in spec.tasks]
     entry = get_runner_entry(spec.runner)
     runner_options = dict(spec.runner_options)
@@ -182,7 +197,10 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                                kept_errors=pending.kept_errors)
         tally = Tally()
         earlier = store.conditions_of_results()
+        spend = SpendCap(spec.max_cost_usd, pricing, store.results) if pricing is not None else None
         try:
+            if pending.todo and spend is not None:
+                spend.check()  # already at the cap: stop before the engine starts
             if pending.todo:
                 _refuse_mixed(spec, store, earlier, _conditions(runner))  # what is known before start
                 with runner:
@@ -193,13 +211,14 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                                          **({"mixed": mixed} if mixed else {}))
                     dispatch(runner, pending.todo, plan, store, runner_name=spec.runner,
                              model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
-                             progress=progress, conditions=conditions)
+                             progress=progress, conditions=conditions, spend=spend)
         except SweepStopped as exc:
             outcome.stopped = str(exc).splitlines()[0]
             exc.outcome = outcome
             raise
         finally:
             outcome.new, outcome.errors, outcome.retried = tally.new, tally.errors, tally.retried
+            outcome.spent_usd = spend.spent if spend is not None else None
             left = plan.pending(store.latest(), spec.keep_errors)
             outcome.pending = left.new + left.retry
             store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid())

@@ -28,7 +28,8 @@ result is an error are retried (--keep-errors keeps them).
 A resume with settings that can change results (concurrency, dtype, engine version) is
 refused unless --allow-mixed; with --deterministic, concurrency does not change them.
 Exit codes: 0 done (errors may remain: see the summary), 2 bad input, 3 the engine is
-gone (unfinished samples stay pending; rerun to resume), 4 more than --max-errors failures."""
+gone (unfinished samples stay pending; rerun to resume), 4 more than --max-errors failures,
+5 the next sample would pass --max-cost-usd (a rerun with a higher cap resumes)."""
 
 
 @click.command(epilog=EPILOG)
@@ -70,12 +71,19 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--allow-mixed", is_flag=True,
               help="Resume a folder whose results were recorded with other concurrency, dtype or engine "
                    "version (default: refuse; the report marks a mixed run).")
+@click.option("--max-cost-usd", type=float, metavar="USD",
+              help="Stop with exit code 5 before the next sample would take the run folder's total spend "
+                   "(every recorded attempt, all sessions) past USD; a rerun with a higher cap resumes. "
+                   "Needs a price for --model (--prices; a local engine costs 0).")
+@click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="Price table (YAML or TOML, USD per million tokens) over ~/.config/longctx/prices.yaml "
+                   "and the shipped defaults; used by --max-cost-usd.")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
           model: str, endpoint: tuple[str, ...], endpoints_file: Path | None, api_key_env: str, concurrency: int,
           timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
-          allow_mixed: bool) -> None:
+          allow_mixed: bool, max_cost_usd: float | None, prices: Path | None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -99,6 +107,8 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
         max_errors=max_errors,
         deterministic=deterministic,
         allow_mixed=allow_mixed,
+        max_cost_usd=max_cost_usd,
+        prices=prices,
     )
     console = Console(stderr=True)
     try:
@@ -142,4 +152,6 @@ def summary_line(outcome) -> str:
         parts.append(f"{outcome.kept_errors} kept errors")
     if outcome.pending:
         parts.append(f"{outcome.pending} pending")
+    if getattr(outcome, "spent_usd", None) is not None:
+        parts.append(f"${outcome.spent_usd:.4f} spent by the folder")
     return ", ".join(parts) + f" -> {outcome.store.root}"
