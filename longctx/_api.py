@@ -49,6 +49,9 @@ _KWARGS = {
     "allow_mixed": "allow-mixed",
     "max_cost_usd": "max-cost-usd",
     "prices": "prices",
+    "ray": "ray",
+    "ray_shards": "ray-shards",
+    "ray_gpus": "ray-gpus",
 }
 
 
@@ -108,6 +111,9 @@ def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
         allow_mixed=settings["allow-mixed"],
         max_cost_usd=settings.get("max-cost-usd"),
         prices=Path(settings["prices"]) if settings.get("prices") else None,
+        ray=settings.get("ray"),
+        ray_shards=settings.get("ray-shards"),
+        ray_gpus=settings.get("ray-gpus"),
     )
 
 
@@ -139,6 +145,9 @@ def sweep(
     allow_mixed: bool | None = None,
     max_cost_usd: float | None = None,
     prices: str | Path | None = None,
+    ray: str | None = None,
+    ray_shards: int | None = None,
+    ray_gpus: float | None = None,
     progress: Progress | None = None,
 ) -> SweepOutcome:
     """Run a sweep (resumable) and return what it did; the same settings as ``longctx sweep``.

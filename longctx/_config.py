@@ -49,6 +49,9 @@ SETTINGS: dict[str, str] = {
     "allow-mixed": "bool",
     "max-cost-usd": "float",
     "prices": "path",
+    "ray": "str",
+    "ray-shards": "int",
+    "ray-gpus": "float",
 }
 
 #: what ``longctx sweep`` uses for a setting nobody gave (kept equal to the command's defaults by a test)
@@ -77,6 +80,9 @@ DEFAULTS: dict[str, Any] = {
     "allow-mixed": False,
     "max-cost-usd": None,
     "prices": None,
+    "ray": None,
+    "ray-shards": None,
+    "ray-gpus": None,
 }
 
 #: flags that steer one invocation, not the run: left out of ``OUT/config.yaml``

@@ -10,6 +10,10 @@ leaving what did not finish pending for the next invocation of the same command:
   :class:`~longctx._errors.TooManyErrors`;
 * ``spend`` (``--max-cost-usd``, :class:`~longctx._prices.SpendCap`) saying the next sample would
   pass the cap: :class:`~longctx._errors.CostCapReached`.
+
+Where the samples run is :func:`engine_for`: the runner itself, or with ``--ray`` the shards of
+:mod:`longctx._ray_dispatch`, which build the runner on each Ray worker and stream the generations
+back to this process: scoring and recording stay here, whatever runs the samples.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from longctx._errors import TooManyErrors
+from longctx._errors import LongctxError, TooManyErrors
 from longctx._plan import Plan, PlannedSamples
 from longctx._protocols import NullProgress, Progress, Runner, Task
 from longctx._records import Generation, Result, Sample, sample_hash
@@ -26,6 +30,8 @@ from longctx._store import RunStore
 
 if TYPE_CHECKING:
     from longctx._prices import SpendCap
+    from longctx._protocols import RunnerConfig
+    from longctx._ray_dispatch import RaySettings
 
 
 @dataclass
@@ -109,3 +115,38 @@ def dispatch(
         if close is not None:  # a generator: cancels what is still in flight
             close()
         progress.done()
+
+
+def ray_settings(address: str | None, shards: int | None = None, gpus: float | None = None) -> RaySettings | None:
+    """``--ray [ADDRESS]`` / ``--ray-shards N`` / ``--ray-gpus G`` checked (bad values are
+    LongctxErrors); None without ``--ray``. Ray itself is imported only when the workers start."""
+    if address is None:
+        given = [flag for flag, v in (("--ray-shards", shards), ("--ray-gpus", gpus)) if v is not None]
+        if given:
+            raise LongctxError(f"{given[0]} needs --ray")
+        return None
+    if shards is not None and shards < 1:
+        raise LongctxError("--ray-shards must be at least 1")
+    if gpus is not None and gpus < 0:
+        raise LongctxError("--ray-gpus must be 0 or more")
+    from longctx._ray_dispatch import RaySettings
+
+    return RaySettings(address=address.strip() or "local", shards=shards, num_gpus=gpus or 0.0)
+
+
+def engine_for(runner: Runner, ray: RaySettings | None, factory: type, options: Any, config: RunnerConfig,
+               samples: int, progress: Progress | None = None) -> Runner:
+    """What runs the samples: ``runner`` itself, or with ``ray`` Ray workers that each build the
+    same runner (``factory(config=config, options=options)``), at most one per sample."""
+    if ray is None:
+        return runner
+    from longctx._ray_dispatch import RayShards
+
+    return RayShards(factory, config, options, ray, samples, progress)  # type: ignore[return-value]
+
+
+def placement(engine: Runner | None) -> dict[str, Any]:
+    """Where a session's samples ran (the Ray cluster and its workers), for the session record:
+    the engine's optional ``placement()`` hook, {} without one."""
+    method = getattr(engine, "placement", None)
+    return dict(method()) if callable(method) else {}

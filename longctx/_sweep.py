@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longctx._dispatch import Tally, dispatch, to_result
+from longctx._dispatch import Tally, dispatch, engine_for, placement, ray_settings, to_result
 from longctx._errors import LongctxError, SweepStopped
 from longctx._plan import as_dict, build_plan, options_for, order_for_prefix_cache, run_identity
 from longctx._prices import SpendCap, load_prices, sweep_pricing
@@ -76,6 +76,13 @@ class SweepSpec:
     recorded attempt, all sessions) past this many USD (:class:`~longctx._prices.SpendCap`)."""
     prices: Path | None = None
     """Price file over the user's and the default table (:func:`~longctx._prices.load_prices`)."""
+    ray: str | None = None
+    """Run the samples on Ray workers: ``local`` (a Ray instance started for the sweep), ``auto``,
+    ``ray://HOST:PORT`` or ``HOST:PORT``; None runs them in this process (:mod:`longctx._ray_dispatch`)."""
+    ray_shards: int | None = None
+    """With ``ray``: shards, one Ray worker each (default: the cluster's CPUs)."""
+    ray_gpus: float | None = None
+    """With ``ray``: GPUs each shard's worker reserves (default 0)."""
 
 
 @dataclass
@@ -145,6 +152,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError("--samples must be at least 1")
     if spec.max_errors is not None and spec.max_errors < 0:
         raise LongctxError("--max-errors must be 0 or more")
+    ray = ray_settings(spec.ray, spec.ray_shards, spec.ray_gpus)
     pricing = None
     if spec.max_cost_usd is not None:  # refused before any work: a bad cap, a model without a price
         config = spec.runner_config
@@ -196,6 +204,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         outcome = SweepOutcome(store, len(plan), len(plan) - pending.new - pending.retry,
                                kept_errors=pending.kept_errors)
         tally = Tally()
+        engine: Runner | None = None
         earlier = store.conditions_of_results()
         spend = SpendCap(spec.max_cost_usd, pricing, store.results) if pricing is not None else None
         try:
@@ -203,13 +212,15 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                 spend.check()  # already at the cap: stop before the engine starts
             if pending.todo:
                 _refuse_mixed(spec, store, earlier, _conditions(runner))  # what is known before start
-                with runner:
-                    conditions = _conditions(runner)
+                engine = engine_for(runner, ray, entry.factory, runner_opts, spec.runner_config,
+                                    len(pending.todo), progress)  # the runner, or Ray workers building it
+                with engine:
+                    conditions = _conditions(engine)
                     mixed = _refuse_mixed(spec, store, earlier, conditions)
-                    store.update_manifest(model_identity=runner.identity(), started_at=time.time())
+                    store.update_manifest(model_identity=engine.identity(), started_at=time.time())
                     store.update_session(conditions=conditions, engine_ready_at=time.time(),
-                                         **({"mixed": mixed} if mixed else {}))
-                    dispatch(runner, pending.todo, plan, store, runner_name=spec.runner,
+                                         **({"mixed": mixed} if mixed else {}), **placement(engine))
+                    dispatch(engine, pending.todo, plan, store, runner_name=spec.runner,
                              model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
                              progress=progress, conditions=conditions, spend=spend)
         except SweepStopped as exc:
@@ -223,7 +234,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
             outcome.pending = left.new + left.retry
             store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid())
             store.update_session(finished_at=time.time(), recorded=tally.new, errors=tally.errors,
-                                 stopped=outcome.stopped)
+                                 stopped=outcome.stopped, **placement(engine))
         return outcome
     finally:
         store.close()

@@ -78,12 +78,24 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--prices", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
               help="Price table (YAML or TOML, USD per million tokens) over ~/.config/longctx/prices.yaml "
                    "and the shipped defaults; used by --max-cost-usd.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Run the samples in shards on Ray workers, each building the runner (in-process, or "
+                   "attached to --endpoint servers); results are scored and written here, once each. "
+                   "--ray alone starts a local Ray instance; ADDRESS: auto (this node's cluster), "
+                   "ray://HOST:10001, HOST:6379. Needs longctx[ray] (docs/scale-out.md).")
+@click.option("--ray-shards", type=int, metavar="N",
+              help="With --ray: N shards, one worker each (default: the cluster's CPUs); -c is per shard.")
+@click.option("--ray-gpus", type=float, metavar="G",
+              help="With --ray: GPUs each shard's worker reserves (an in-process runner on GPU nodes, or "
+                   "-r vllm launching one server per shard: 1); default 0.")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
           model: str, endpoint: tuple[str, ...], endpoints_file: Path | None, api_key_env: str, concurrency: int,
           timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
-          allow_mixed: bool, max_cost_usd: float | None, prices: Path | None) -> None:
+          allow_mixed: bool, max_cost_usd: float | None, prices: Path | None,
+          ray_address: str | None = None, ray_shards: int | None = None,
+          ray_gpus: float | None = None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -109,6 +121,9 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
         allow_mixed=allow_mixed,
         max_cost_usd=max_cost_usd,
         prices=prices,
+        ray=ray_address,
+        ray_shards=ray_shards,
+        ray_gpus=ray_gpus,
     )
     console = Console(stderr=True)
     try:

@@ -87,7 +87,7 @@ def test_help_and_tasks_without_heavy_imports():
             "for args in (['--help'], ['tasks'], ['runners'], ['models']):\n"
             "    try: cli.main(args, standalone_mode=False)\n"
             "    except SystemExit: pass\n"
-            "print(sorted(m for m in ('torch', 'vllm', 'transformers') if m in sys.modules))")
+            "print(sorted(m for m in ('torch', 'vllm', 'transformers', 'ray') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
