@@ -24,9 +24,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from longctx.runners._vllm_server import ServerConfig, VLLMServer, _cpu_list, free_port, probe_vllm
+
 from longctx._errors import EngineGone, LongctxError
 from longctx._protocols import NullProgress, Progress
-from longctx.runners._vllm_server import ServerConfig, VLLMServer, _cpu_list, free_port, probe_vllm
 
 
 def parse_cpu_list(text: str) -> list[int]:

@@ -7,9 +7,6 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-
-from longctx._errors import EngineGone
-from longctx._records import Message, Prompt, Sample
 from longctx.runners._endpoint_pool import (
     PoolPolicy,
     PoolServer,
@@ -19,6 +16,9 @@ from longctx.runners._endpoint_pool import (
     rendezvous_rank,
 )
 from longctx.runners._openai_client import ClientConfig, RequestSpec
+
+from longctx._errors import EngineGone
+from longctx._records import Message, Prompt, Sample
 
 from .conftest import FakeOpenAI
 

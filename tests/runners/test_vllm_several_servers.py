@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from longctx.runners import _vllm_replicas
+from longctx.runners._vllm_replicas import ReplicaSet, gpu_groups, parse_cpu_list, placements, split_cpus
+from longctx.runners._vllm_server import ServerConfig, VLLMServer
 
 from longctx._errors import LongctxError
 from longctx._parsing import parse_endpoints
 from longctx.cli.main import cli
-from longctx.runners import _vllm_replicas
-from longctx.runners._vllm_replicas import ReplicaSet, gpu_groups, parse_cpu_list, placements, split_cpus
-from longctx.runners._vllm_server import ServerConfig, VLLMServer
 
 from .conftest import FakeOpenAI
 from .test_vllm_server import FAKE_SERVER
