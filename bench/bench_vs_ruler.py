@@ -94,7 +94,7 @@ def run_ruler(args, task: str, length: int, tokenizer: Path, template: str, out:
            "--num_samples", str(args.samples), "--random_seed", "42", "--template", template]
     for key, value in yaml_args(ruler, task).items():
         cmd += [f"--{key}", str(value)]
-    proc, seconds, cpu = timed(cmd)
+    proc, seconds, cpu = timed(cmd, env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
     if proc.returncode != 0:
         raise SystemExit(f"RULER {task} {length} failed:\n{proc.stderr[-2000:]}")
     lengths = [json.loads(line)["length"] for line in (out / task / "validation.jsonl").open()]
@@ -163,12 +163,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-vs-ruler-") as tmp_s:
         tmp = Path(tmp_s)
         model = long_window_copy(tokenizer, tmp / "model-128k")
-        env = dict(os.environ)
+        # both sides as a user's Python runs them: with bytecode caching (a sandbox may disable it,
+        # and then every module of the editable longctx install is compiled in every process)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         if args.essay_json:
             target = ruler / "scripts/data/synthetic/json/PaulGrahamEssays.json"
             if not target.exists():
                 shutil.copy(args.essay_json, target)
         print(f"{args.samples} samples per length; longctx depths {args.depths}; tokenizer {tokenizer}")
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         head = (f"{'task':<16} {'length':>7} {'RULER s':>8} {'cpu s':>7} {'/s':>6} {'fill min/mean':>13} "
                 f"{'longctx s':>9} {'cpu s':>6} {'/s':>6} {'fill min/mean':>13} {'speed-up':>8} {'cpu':>6}")
         if args.warm:
@@ -186,6 +189,7 @@ def main() -> None:
                     warm = run_longctx(args, task, length, model, tmp / f"lc-warm-{task}-{length}", env)
                     row["longctx_warm"] = warm
                     line += f" {warm['s']:>7.2f} {r['s'] / warm['s']:>7.1f}x"
+                line += f"  load {os.getloadavg()[0]:.1f}"
                 print(line, flush=True)
                 for side in ("ruler", "longctx", "longctx_warm"):
                     if side in row:
@@ -194,6 +198,7 @@ def main() -> None:
                                      "fill_mean": sum(row[side]["fills"]) / len(row[side]["fills"])}
                 rows.append(row)
                 shutil.rmtree(tmp / f"ruler-{task}-{length}", ignore_errors=True)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
