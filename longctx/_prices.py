@@ -7,9 +7,11 @@ default = ``input``) and ``output`` (generated tokens). A result costs::
     ((prompt_tokens - cached_tokens) * input + cached_tokens * cached_input
      + completion_tokens * output) / 1e6
 
-and is of unknown cost when its engine reported no token counts. ``rlm`` results count every
-root and sub-LM call in their token fields; they are priced at the rates of the recorded
-``--model`` (a separate ``-R sub_model`` is priced at the root's rates).
+plus, for a reasoning model whose thinking budget ran out, the second request's prompt
+(``extra["answer_prompt_tokens"]``) at the input rate; thinking tokens are part of
+``completion_tokens``. A result is of unknown cost when its engine reported no token counts.
+``rlm`` results count every root and sub-LM call in their token fields; they are priced at the
+rates of the recorded ``--model`` (a separate ``-R sub_model`` is priced at the root's rates).
 
 The table is layered, a later layer winning per model key: the shipped default table
 (``longctx/default_prices.yaml``, each rate with its source URL and the date it was read), then
@@ -115,10 +117,18 @@ def usd(pricing: Pricing | Price, prompt_tokens: int | None, cached_tokens: int 
 
 
 def result_usd(result: Result, pricing: Pricing | None) -> float | None:
-    """USD of one result (None: no price, or no token counts)."""
+    """USD of one result (None: no price, or no token counts).
+
+    A reasoning model whose thinking budget ran out made a second request (the prompt plus the
+    thinking, ``extra["answer_prompt_tokens"]``): those prompt tokens are charged too, at the input
+    rate (the engine reports no cached share for them)."""
     if pricing is None:
         return None
-    return usd(pricing, result.prompt_tokens, result.cached_tokens, result.completion_tokens)
+    cost = usd(pricing, result.prompt_tokens, result.cached_tokens, result.completion_tokens)
+    second = result.extra.get("answer_prompt_tokens") if isinstance(result.extra, dict) else None
+    if cost is not None and isinstance(second, int) and not isinstance(second, bool) and second > 0:
+        cost += second * pricing.input / 1e6
+    return cost
 
 
 def endpoint_is_local(runner: str | None, endpoint: str | None) -> bool:
@@ -196,7 +206,8 @@ class PriceTable:
 
 def _as_price(model: str, value: Any, where: str) -> Price:
     if not isinstance(value, dict):
-        raise LongctxError(f"{where}: model {model!r}: expected a mapping with input and output, got {value!r}")
+        raise LongctxError(f"{where}: model {model!r}: expected a mapping with input and output, "
+                           f"got {value!r}")
     value = {k: v.isoformat() if isinstance(v, _dt.date) else v for k, v in value.items()}
     for key in ("input", "cached_input", "output"):
         v = value.get(key)

@@ -122,7 +122,9 @@ def pricers(runs: Sequence[Any], prices: PriceTable | None) -> dict[str, Pricer]
     return {run.label: pricer(prices, manifest_is_local(run.manifest)) for run in runs}
 
 
-def _usd(results: Sequence[Result], price: Pricer | None) -> tuple[list[float], int, list[Pricing], list[str]]:
+def _usd(
+    results: Sequence[Result], price: Pricer | None
+) -> tuple[list[float], int, list[Pricing], list[str]]:
     """(known USD per result, how many unknown, prices used, unpriced models)."""
     known: list[float] = []
     used: dict[str, Pricing] = {}
@@ -250,7 +252,8 @@ def price_notes(rows: Collection[Cost]) -> list[str]:
     for c in rows:
         for p in c.pricing:
             rates = "" if p.entry is None else (
-                f": ${p.input:g} input, ${p.cached_input:g} cached input, ${p.output:g} output per million tokens"
+                f": ${p.input:g} input, ${p.cached_input:g} cached input, ${p.output:g} output "
+                "per million tokens"
             )
             notes[f"{p.model}: {p.label}{rates}"] = None
         for m in c.unpriced:

@@ -100,7 +100,8 @@ def cost_table(rows: Sequence[Cost]) -> str:
         body.append(f"<tr{' class=total' if c.length is None else ''}>{tds}</tr>")
     notes = []
     if any(c.tokens_estimated for c in rows):
-        notes.append("* token counts of some samples estimated from characters (the engine reported no usage)")
+        notes.append("* token counts of some samples estimated from characters (the engine reported no "
+                     "usage)")
     notes += price_notes(rows)
     listed = "".join(f"<li>{_e(n)}</li>" for n in notes)
     return (f"<table class='data cost'><tr>{head}</tr>{''.join(body)}</table>"
@@ -121,7 +122,8 @@ def usd_matrix(cells: Sequence[CellCost], lengths: Sequence[int], depths: Sequen
             if c is None:
                 tds.append("<td class='muted'></td>")
                 continue
-            shade = 0.08 + 0.5 * (c.usd_per_sample or 0.0) / top if top and c.usd_per_sample is not None else 0
+            known = top and c.usd_per_sample is not None
+            shade = 0.08 + 0.5 * (c.usd_per_sample or 0.0) / top if known else 0
             style = f" style='background:rgba(11,99,197,{shade:.2f})'" if shade else ""
             tip = (f"{c.samples} samples, total {usd(c.usd_total)}"
                    + (f", {c.usd_unknown} of unknown cost" if c.usd_unknown else "")).replace("&ndash;", "-")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
 from longctx._errors import CostCapReached, LongctxError
 from longctx._prices import (
     DEFAULT_ORIGIN,
     Price,
-    Pricing,
     PriceTable,
+    Pricing,
     SpendCap,
     default_prices,
     endpoint_is_local,
@@ -58,12 +59,16 @@ def test_result_usd_needs_a_price():
     pricing = Pricing("m", "m", "f", input=1.0, cached_input=0.1, output=4.0)
     assert result_usd(r, pricing) == pytest.approx(1.0 + 0.1 + 0.4)
     assert result_usd(r, None) is None
+    # budget forcing: the answer request re-sent prompt + thinking (uncached, input rate)
+    forced = msgspec.structs.replace(r, extra={"answer_prompt_tokens": 500_000})
+    assert result_usd(forced, pricing) == pytest.approx(1.0 + 0.1 + 0.4 + 0.5)
 
 
 # ---- files -------------------------------------------------------------------------------------------
 def test_yaml_and_toml_files(tmp_path):
     y = tmp_path / "p.yaml"
-    y.write_text("models:\n  my-model: {input: 1, cached_input: 0.25, output: 3, source: https://x, read: 2026-12-01}\n")
+    y.write_text("models:\n  my-model: {input: 1, cached_input: 0.25, output: 3, source: https://x, "
+                 "read: 2026-12-01}\n")
     t = tmp_path / "p.toml"
     t.write_text('[models."my-model"]\ninput = 1\ncached_input = 0.25\noutput = 3\n')
     for path in (y, t):
@@ -103,9 +108,9 @@ def test_bad_price_file_on_the_command_line_is_one_line_exit_2(tmp_path):
                  ["sweep", "-t", "ruler/niah_single_1", "--runner", "oracle", "--prices", str(bad),
                   "--out", str(tmp_path / "run")]):
         proc = subprocess.run([sys.executable, "-m", "longctx", *args], capture_output=True, text=True,
-                              timeout=120, cwd=tmp_path)
+                              check=False, timeout=120, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
-        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("run folder")]
+        lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("run folder")]
         assert len(lines) == 1 and "price file" in lines[0] and "model 'm'" in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()

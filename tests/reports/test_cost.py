@@ -8,15 +8,14 @@ import json
 import msgspec
 import pytest
 from click.testing import CliRunner
-
-from longctx._prices import load_prices
-from longctx.cli.main import cli
 from longctx.reports.aggregate import depth_axes
 from longctx.reports.compare import compare_runs
-from longctx.reports.compare_html import render_compare
 from longctx.reports.cost import cell_costs, costs, pricer
 from longctx.reports.html import render_report
 from longctx.reports.runs import load_runs
+
+from longctx._prices import load_prices
+from longctx.cli.main import cli
 
 from .conftest import make_result, write_run
 
