@@ -52,6 +52,7 @@ _KWARGS = {
     "ray": "ray",
     "ray_shards": "ray-shards",
     "ray_gpus": "ray-gpus",
+    "max_thinking_tokens": "max-thinking-tokens",
 }
 
 
@@ -78,7 +79,7 @@ def resolve_settings(
 
 def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
     """The :class:`~longctx._sweep.SweepSpec` of resolved settings (``out`` defaulted if unset)."""
-    from longctx._config import default_out
+    from longctx._config import default_out, with_thinking_budget
     from longctx._parsing import parse_depths, parse_endpoints, parse_lengths, parse_options
     from longctx._protocols import Grid, RunnerConfig
     from longctx._sweep import SweepSpec
@@ -103,7 +104,8 @@ def spec_from_settings(settings: Mapping[str, Any]) -> SweepSpec:
         ),
         out=Path(out),
         task_options=parse_options(settings["option"], "option"),
-        runner_options=parse_options(settings["runner-option"], "runner option"),
+        runner_options=with_thinking_budget(parse_options(settings["runner-option"], "runner option"),
+                                            settings.get("max-thinking-tokens"), settings["runner"]),
         limit=settings["limit"],
         keep_errors=settings["keep-errors"],
         max_errors=settings["max-errors"],
@@ -148,6 +150,7 @@ def sweep(
     ray: str | None = None,
     ray_shards: int | None = None,
     ray_gpus: float | None = None,
+    max_thinking_tokens: int | None = None,
     progress: Progress | None = None,
 ) -> SweepOutcome:
     """Run a sweep (resumable) and return what it did; the same settings as ``longctx sweep``.

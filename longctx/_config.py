@@ -52,6 +52,7 @@ SETTINGS: dict[str, str] = {
     "ray": "str",
     "ray-shards": "int",
     "ray-gpus": "float",
+    "max-thinking-tokens": "int",
 }
 
 #: what ``longctx sweep`` uses for a setting nobody gave (kept equal to the command's defaults by a test)
@@ -83,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
     "ray": None,
     "ray-shards": None,
     "ray-gpus": None,
+    "max-thinking-tokens": None,
 }
 
 #: flags that steer one invocation, not the run: left out of ``OUT/config.yaml``
@@ -317,3 +319,25 @@ def save_config(out: str | Path, settings: Mapping[str, Any], since: float, sour
     tmp.write_text(dump_config(keep, header, kinds), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def with_thinking_budget(runner_options: dict[str, Any], max_thinking_tokens: int | None,
+                         runner: str) -> dict[str, Any]:
+    """``runner_options`` with ``--max-thinking-tokens`` as the runner's ``max_thinking_tokens``
+    option. ``LongctxError`` when the runner has no thinking budget, when the budget is below 1,
+    or when ``-R max_thinking_tokens`` says something else."""
+    if max_thinking_tokens is None:
+        return runner_options
+    from longctx._registry import get_runner_entry
+
+    options_type = getattr(get_runner_entry(runner).factory, "Options", None)
+    if "max_thinking_tokens" not in getattr(options_type, "__struct_fields__", ()):
+        raise LongctxError(f"runner {runner} has no thinking budget (drop --max-thinking-tokens)")
+    if max_thinking_tokens < 1:
+        raise LongctxError("--max-thinking-tokens must be at least 1")
+    given = runner_options.get("max_thinking_tokens")
+    if given is not None and str(given) != str(max_thinking_tokens):
+        raise LongctxError(
+            f"--max-thinking-tokens {max_thinking_tokens} and -R max_thinking_tokens={given} disagree"
+        )
+    return {**runner_options, "max_thinking_tokens": str(max_thinking_tokens)}

@@ -36,6 +36,13 @@ import httpx
 
 from longctx._errors import EngineGone, RunnerError
 from longctx._records import Generation, Sample
+from longctx.runners._reasoning import (
+    THINK_END,
+    THINK_START,
+    ThinkingSpec,
+    message_text,
+    split_thinking,
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,12 @@ class RequestSpec:
     """Sampling seed (decoding is greedy: temperature 0)."""
     extra_body: tuple[tuple[str, Any], ...] = ()
     """Engine-specific fields added to every request body (e.g. vLLM's ``add_special_tokens``)."""
+    thinking: ThinkingSpec | None = None
+    """A reasoning model's thinking budget: each sample takes two requests (``_reasoning``'s
+    budget forcing); None = one request of ``max_new_tokens``."""
+    think_markers: tuple[str, str] | None = (THINK_START, THINK_END)
+    """Thinking markers split off a one-request reply that starts with them (the answer alone is
+    the prediction); None keeps the text verbatim. A server's reasoning field is always split."""
 
 
 class RequestFailed(RunnerError):
@@ -127,11 +140,56 @@ def request_body(sample: Sample, spec: RequestSpec) -> tuple[str, dict[str, Any]
     return path, body
 
 
-def parse_generation(sample_id: str, mode: str, data: dict[str, Any], latency_s: float) -> Generation:
-    """A :class:`Generation` from a (chat) completion response body."""
+def thinking_request_body(sample: Sample, spec: RequestSpec) -> tuple[str, dict[str, Any]]:
+    """Request 1 of budget forcing: the thinking, at most ``spec.thinking.budget`` tokens, stopped
+    at the end marker. Completions mode sends the rendered prompt without the answer prefix (as
+    text: the prefix's tokens cannot be cut off ``token_ids``); chat mode the messages."""
+    from longctx.runners._reasoning import prompt_without_prefix
+
+    assert spec.thinking is not None
+    path, body = request_body(sample, spec)
+    if spec.mode == "completions":
+        body["prompt"] = prompt_without_prefix(sample)
+    body["max_tokens"] = spec.thinking.budget
+    body["stop"] = [spec.thinking.end]
+    return path, body
+
+
+def answer_request_body(sample: Sample, spec: RequestSpec, thought: str) -> tuple[str, dict[str, Any]]:
+    """Request 2 of budget forcing: the answer, at most ``sample.max_new_tokens``, after ``thought``
+    (the thinking closed by its end marker). Completions mode appends it to the prompt (then the
+    answer prefix, with ``prefill_answer``); chat mode sends it as the start of the assistant's
+    message to continue (``continue_final_message``, a vLLM extension of the chat API)."""
+    from longctx.runners._reasoning import prompt_without_prefix
+
+    assert spec.thinking is not None
+    path, body = request_body(sample, spec)
+    if spec.mode == "completions":
+        prefix = sample.prompt.answer_prefix if spec.thinking.prefill_answer else ""
+        body["prompt"] = prompt_without_prefix(sample) + thought + prefix
+    else:
+        body["messages"].append({"role": "assistant", "content": thought})
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    return path, body
+
+
+def parse_generation(sample_id: str, mode: str, data: dict[str, Any], latency_s: float,
+                     think_markers: tuple[str, str] | None = (THINK_START, THINK_END)) -> Generation:
+    """A :class:`Generation` from a (chat) completion response body.
+
+    The thinking of a reasoning model is kept out of ``prediction``: a chat message's
+    ``reasoning`` / ``reasoning_content`` field (a server's reasoning parser), and, unless
+    ``think_markers`` is None, a reply starting with the start marker (all thinking when never
+    closed: the generation budget ran out, ``thinking_truncated``).
+    """
+    reasoning: str | None = None
     try:
         choice = data["choices"][0]
-        text = choice["message"]["content"] if mode == "chat" else choice["text"]
+        if mode == "chat":
+            text, reasoning = message_text(choice["message"])
+        else:
+            text = choice["text"]
     except (KeyError, IndexError, TypeError):
         return Generation(
             sample_id, None, error=f"malformed response: {one_line(repr(data), 200)}", latency_s=latency_s
@@ -139,14 +197,24 @@ def parse_generation(sample_id: str, mode: str, data: dict[str, Any], latency_s:
     usage = data.get("usage") or {}
     details = usage.get("prompt_tokens_details") or {}
     extra = {"finish_reason": choice.get("finish_reason")} if choice.get("finish_reason") else {}
+    text = text if text is not None else ""
+    thinking, truncated = reasoning, False
+    if think_markers is not None and text.lstrip().startswith(think_markers[0]):
+        thought, text, closed = split_thinking(text, *think_markers)
+        thinking = "\n".join(t for t in (reasoning, thought) if t)
+        truncated = not closed
+    completion_details = usage.get("completion_tokens_details") or {}
     return Generation(
         sample_id,
-        text if text is not None else "",
+        text,
         latency_s=latency_s,
         prompt_tokens=usage.get("prompt_tokens"),
         cached_tokens=details.get("cached_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         extra=extra,
+        thinking=thinking,
+        thinking_tokens=completion_details.get("reasoning_tokens") if thinking is not None else None,
+        thinking_truncated=truncated,
     )
 
 
@@ -300,6 +368,10 @@ class AsyncOpenAIClient:
 
     async def generate(self, sample: Sample, spec: RequestSpec) -> Generation:
         """``sample``'s generation; failures become ``Generation.error``, never exceptions."""
+        if spec.thinking is not None:  # two requests: the thinking, then the answer
+            from longctx.runners._reasoning import generate_with_thinking
+
+            return await generate_with_thinking(self, sample, spec)
         start = time.monotonic()
         try:
             path, body = request_body(sample, spec)
@@ -308,7 +380,7 @@ class AsyncOpenAIClient:
             return Generation(sample.id, None, error=str(exc), latency_s=time.monotonic() - start)
         except ValueError as exc:  # unknown mode, unencodable body
             return Generation(sample.id, None, error=one_line(str(exc)), latency_s=time.monotonic() - start)
-        generation = parse_generation(sample.id, spec.mode, data, latency)
+        generation = parse_generation(sample.id, spec.mode, data, latency, spec.think_markers)
         if attempts > 1:
             generation.extra["attempts"] = attempts
         return generation

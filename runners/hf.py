@@ -9,6 +9,11 @@ Decoding uses an explicit greedy ``GenerationConfig``, so nothing in the folder'
 sample (out of memory, prompt longer than the window, ...) becomes ``Generation.error``.
 ``RunnerConfig`` fields that concern servers (``concurrency``, ``timeout_s``, ``retries``) do not
 apply; ``cached_tokens`` is always 0 (no prefix cache across samples).
+
+A reasoning model (``-R reasoning``: auto = its chat template mentions ``<think>``) is fed the chat
+prompt without the answer prefix and generates in two steps, as the ``vllm`` runner does (budget
+forcing, see ``_reasoning``): the thinking within ``max_thinking_tokens`` (stopped at ``</think>``),
+then, after the closed thinking, the answer within the sample's budget; only the answer is scored.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
 from longctx.runners._in_process import generate_each, prompt_ids, window_error
 from longctx.runners._openai_client import one_line
+from longctx.runners._reasoning import (
+    DEFAULT_THINKING_TOKENS,
+    THINK_END,
+    THINK_START,
+    split_thinking,
+    template_mentions,
+)
 
 class HFOptions(msgspec.Struct, forbid_unknown_fields=True):
     """``-O key=value`` options of runner ``hf``."""
@@ -38,6 +50,10 @@ class HFOptions(msgspec.Struct, forbid_unknown_fields=True):
     """torch device (``cpu``, ``cuda``, ``cuda:1``, ...)."""
     threads: int | None = None
     """torch intra-op threads (default: torch's choice)."""
+    reasoning: Literal["auto", "true", "false"] = "auto"
+    """A reasoning model? ``auto``: its chat template mentions ``<think>``. See the module docstring."""
+    max_thinking_tokens: int | None = None
+    """Thinking budget of a reasoning model (``--max-thinking-tokens``); default 2048."""
 
 @runner("hf")
 class HFRunner:
@@ -45,8 +61,9 @@ class HFRunner:
 
     name = "hf"
     Options = HFOptions
-    volatile_options = ("threads",)
-    """Options that do not change results (left out of the run's identity)."""
+    volatile_options = ("threads", "reasoning", "max_thinking_tokens")
+    """Options left out of the run's identity: ``threads`` does not change results; the reasoning
+    options are in :meth:`identity` and :meth:`conditions` (so older run folders still resume)."""
 
     def __init__(
         self, config: RunnerConfig, options: HFOptions | None = None, progress: Progress | None = None
@@ -69,6 +86,14 @@ class HFRunner:
         self._lm: Any = None
         self._tok: Any = None
         self._torch: Any = None
+        reasoning = self.options.reasoning
+        self.thinking_budget: int | None = None
+        """A reasoning model's thinking budget; None for other models."""
+        if reasoning == "true" or (reasoning == "auto" and template_mentions(self.path)):
+            self.thinking_budget = self.options.max_thinking_tokens or DEFAULT_THINKING_TOKENS
+        elif self.options.max_thinking_tokens is not None:
+            self.progress.log(f"{config.model} is not a reasoning model: the thinking budget is ignored")
+
 
     def __enter__(self) -> HFRunner:
         try:
@@ -116,7 +141,15 @@ class HFRunner:
                 "mode": self.config.mode,
             }
         )
+        if self.thinking_budget is not None:
+            ident["reasoning"] = {"max_thinking_tokens": self.thinking_budget,
+                                  "prompt": "chat prompt, no answer prefix"}
         return ident
+
+    def conditions(self) -> dict[str, Any]:
+        """What can change results besides the sample and the model: a reasoning model's budget."""
+        return {"max_thinking_tokens": self.thinking_budget}
+
 
     def _eos_ids(self) -> list[int]:
         eos = self._lm.generation_config.eos_token_id
@@ -128,6 +161,8 @@ class HFRunner:
         from transformers import GenerationConfig
 
         torch = self._torch
+        if self.thinking_budget is not None:
+            return self._generate_thinking(sample)
         ids = prompt_ids(self._tok, sample, self.config.mode)
         if (too_long := window_error(sample, len(ids), self.model.context_window)) is not None:
             return too_long
@@ -148,6 +183,10 @@ class HFRunner:
         new = out[0, len(ids) :].tolist()
         finish = "stop" if new and new[-1] in eos else "length"
         text = self._tok.decode(new, skip_special_tokens=True)  # as vLLM does by default
+        thinking, truncated = None, False
+        if self.options.reasoning != "false" and text.lstrip().startswith(THINK_START):
+            thinking, text, closed = split_thinking(text)
+            truncated = not closed
         return Generation(
             sample.id,
             text,
@@ -155,6 +194,66 @@ class HFRunner:
             cached_tokens=0,
             completion_tokens=len(new),
             extra={"finish_reason": finish},
+            thinking=thinking,
+            thinking_truncated=truncated,
+        )
+
+    def _greedy(self, ids: list[int], max_new_tokens: int, stop: str | None = None) -> list[int]:
+        """Greedy continuation of ``ids`` (at most ``max_new_tokens``, ending at EOS or ``stop``)."""
+        from transformers import GenerationConfig
+
+        torch = self._torch
+        eos = self._eos_ids()
+        gen_config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos or None,
+            pad_token_id=eos[0] if eos else None, stop_strings=[stop] if stop else None,
+        )
+        torch.manual_seed(self.config.seed)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self._lm.device)  # [1, prompt_len]
+        with torch.inference_mode():
+            out = self._lm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                    generation_config=gen_config,
+                                    **({"tokenizer": self._tok} if stop else {}))
+        return out[0, len(ids):].tolist()
+
+    def _generate_thinking(self, sample: Sample) -> Generation:
+        """Budget forcing (``_reasoning``): the thinking, closed for the model if the budget runs out,
+        then the answer after it."""
+        from longctx.runners._reasoning import prompt_without_prefix
+
+        assert self.thinking_budget is not None
+        prompt = prompt_without_prefix(sample) if self.config.mode != "chat" else None
+        ids = (list(self._tok.encode(prompt, add_special_tokens=False)) if prompt is not None
+               else prompt_ids(self._tok, sample, "chat"))
+        window = self.model.context_window
+        if window and len(ids) + self.thinking_budget + sample.max_new_tokens + 16 > window:
+            return Generation(sample.id, None, prompt_tokens=len(ids), error=(
+                f"prompt of {len(ids)} tokens + thinking budget {self.thinking_budget} + "
+                f"{sample.max_new_tokens} new tokens exceeds the context window of {window}"))
+        eos = set(self._eos_ids())
+        thought_ids = self._greedy(ids, self.thinking_budget, stop=THINK_END)
+        raw = self._tok.decode(thought_ids, skip_special_tokens=True)
+        ended_by_eos = bool(thought_ids) and thought_ids[-1] in eos
+        truncated = len(thought_ids) >= self.thinking_budget and THINK_END not in raw
+        opened = self._tok.decode(ids).rstrip().endswith(THINK_START)
+        thought, answer, _ = split_thinking(raw, opened=opened)
+        if ended_by_eos and thought is None:  # answered without thinking
+            return Generation(sample.id, answer, prompt_tokens=len(ids), cached_tokens=0,
+                              completion_tokens=len(thought_ids), extra={"finish_reason": "stop"})
+        kept = [t for t in thought_ids if t not in eos]
+        if THINK_END not in raw:
+            text = self._tok.decode(kept)
+            closing = ("" if text.endswith("\n") else "\n") + THINK_END
+            kept += self._tok.encode(closing, add_special_tokens=False)
+        kept += self._tok.encode("\n\n", add_special_tokens=False)
+        answer_ids = self._greedy(ids + kept, sample.max_new_tokens)
+        finish = "stop" if answer_ids and answer_ids[-1] in eos else "length"
+        return Generation(
+            sample.id, self._tok.decode(answer_ids, skip_special_tokens=True).strip(), prompt_tokens=len(ids),
+            cached_tokens=0, completion_tokens=len(thought_ids) + len(answer_ids),
+            extra={"finish_reason": finish},
+            thinking=thought if thought is not None else raw.strip(), thinking_tokens=len(thought_ids),
+            thinking_truncated=truncated,
         )
 
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:

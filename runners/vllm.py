@@ -10,7 +10,10 @@ Three ways to run, chosen by the flags:
 * ``-O engine=offline``: ``vllm.LLM`` in this process (see ``_vllm_offline``).
 
 Completions mode sends the sample's token ids (or text) with the answer prefix already in the
-prompt; chat mode sends the messages. Decoding is greedy (temperature 0), ``max_tokens`` is the
+prompt; chat mode sends the messages. A reasoning model (``-R reasoning``, see :class:`VLLMOptions`)
+gets the chat prompt without the answer prefix and two requests per sample, the thinking within
+``max_thinking_tokens`` then the answer within the sample's budget (``_reasoning``); only the answer
+is scored. Decoding is greedy (temperature 0), ``max_tokens`` is the
 sample's budget. A failed request becomes a ``Generation`` with ``error``; setup problems
 (missing model, server that will not start) raise :class:`LongctxError`, and an engine that is gone
 during the run (the launched server died, the endpoint stopped accepting connections) raises
@@ -37,6 +40,14 @@ from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
 from longctx.runners._openai_client import ClientConfig, RequestSpec, normalise_base_url
+from longctx.runners._reasoning import (
+    DEFAULT_THINKING_TOKENS,
+    THINK_END,
+    THINK_START,
+    WINDOW_MARGIN,
+    ThinkingSpec,
+    template_mentions,
+)
 from longctx.runners._vllm_endpoint import Endpoint, RemoteTokenizer
 from longctx.runners._vllm_server import ServerConfig, VLLMServer
 
@@ -74,6 +85,23 @@ class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     gone_after: int = 8
     """Connection failures in a row (refused, reset, dropped) after which the server counts as gone
     and the sweep stops (a launched server that exited counts as gone at once)."""
+    reasoning: Literal["auto", "true", "false"] = "auto"
+    """Is the model a reasoning model (thinks before answering)? ``auto``: yes when its chat
+    template (the model folder's, or ``tokenizer``'s) mentions ``think_start``; an endpoint without
+    a local tokenizer folder counts as no. A reasoning model gets the chat prompt without the
+    answer prefix and a thinking budget (``max_thinking_tokens``). Whatever it says, a reply's
+    ``reasoning`` field and a reply starting with ``think_start`` are kept out of the scored answer
+    (``false``: the text is scored verbatim)."""
+    max_thinking_tokens: int | None = None
+    """Thinking budget of a reasoning model in tokens, apart from the answer's (``longctx sweep
+    --max-thinking-tokens``); default 2048. Ignored (with a note) for other models."""
+    think_start: str = THINK_START
+    """The marker opening a reasoning model's thinking."""
+    think_end: str = THINK_END
+    """The marker closing it (appended for the model when the budget runs out)."""
+    answer_prefix_after_thinking: bool = False
+    """Completions mode, reasoning model: prefill the task's answer prefix after the closed thinking
+    (default: the answer follows the thinking unprompted, as in chat)."""
     replicas: int = 1
     """Launched server: N local vLLM servers behind one pool, started and stopped together (CPU:
     each bound to its share of the cores; GPU: one per GPU, or per ``tensor_parallel`` group).
@@ -101,10 +129,12 @@ class VLLMRunner:
     Options = VLLMOptions
     volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after", "deterministic",
                         "replicas", "max_tokens_in_flight", "prefix_scheduler", "probe_s",
-                        "max_num_seqs")
+                        "max_num_seqs", "reasoning", "max_thinking_tokens", "think_start",
+                        "think_end", "answer_prefix_after_thinking")
     """Options left out of the run's identity, so a resume may differ: they do not change results,
-    or (``deterministic``, ``max_num_seqs``) they are part of each session's :meth:`conditions`,
-    which a resume compares instead."""
+    or (``deterministic``, ``max_num_seqs``, the reasoning options) they are part of each session's
+    :meth:`conditions` (reasoning: also of :meth:`identity`), so run folders made before those
+    options existed still resume."""
 
     def __init__(
         self, config: RunnerConfig, options: VLLMOptions | None = None, progress: Progress | None = None
@@ -146,6 +176,40 @@ class VLLMRunner:
             raise LongctxError(f"-O tokenizer={self.options.tokenizer}: no such folder")
         if self.options.deterministic and "--max-num-seqs" in self.options.server_args:
             raise LongctxError("runner vllm: deterministic mode sets --max-num-seqs; drop it from server_args")
+        self.thinking = self._thinking_spec()
+        """The thinking budget and markers of a reasoning model; None for other models."""
+
+    def _is_reasoning_model(self) -> bool:
+        """``reasoning`` resolved: true / false, or (auto) the chat template mentions ``think_start``."""
+        opts = self.options
+        if opts.reasoning != "auto":
+            return opts.reasoning == "true"
+        folder = opts.tokenizer or (self.model.path if self.model is not None else None)
+        return folder is not None and template_mentions(folder, opts.think_start)
+
+    def _thinking_spec(self) -> ThinkingSpec | None:
+        opts = self.options
+        if opts.max_thinking_tokens is not None and opts.max_thinking_tokens < 1:
+            raise LongctxError("runner vllm: max_thinking_tokens must be at least 1")
+        if not self._is_reasoning_model():
+            if opts.max_thinking_tokens is not None:
+                self.progress.log(
+                    f"{self.config.model} is not a reasoning model (its chat template does not mention "
+                    f"{opts.think_start}): the thinking budget is ignored; -R reasoning=true forces it"
+                )
+            return None
+        if opts.engine == "offline":
+            raise LongctxError(
+                f"runner vllm: {self.config.model} is a reasoning model and engine=offline has no "
+                "thinking budget; use the server engine (the default), or -R reasoning=false to treat "
+                "it as a plain model"
+            )
+        return ThinkingSpec(
+            budget=opts.max_thinking_tokens or DEFAULT_THINKING_TOKENS,
+            start=opts.think_start,
+            end=opts.think_end,
+            prefill_answer=opts.answer_prefix_after_thinking,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -229,6 +293,19 @@ class VLLMRunner:
             return self.options.max_model_len
         return self.model.context_window if self.model else None
 
+    def check(self, samples: Sequence[Sample]) -> None:
+        """A reasoning model's longest prompt + thinking budget + answer budget must fit the window."""
+        window = self.context_window() if self.thinking is not None else None
+        if not window or not samples or self.thinking is None:
+            return
+        longest = max(s.length for s in samples)
+        if longest + self.thinking.budget + WINDOW_MARGIN > window:
+            raise LongctxError(
+                f"length {longest} + thinking budget {self.thinking.budget} (+{WINDOW_MARGIN} for the end "
+                f"marker) exceeds the context window of {self.config.model} ({window} tokens): lower "
+                "--lengths or --max-thinking-tokens"
+            )
+
     def tokenizer(self) -> Tokenizer:
         """The local folder's tokenizer, ``-O tokenizer=PATH``, or the endpoint's ``/tokenize``."""
         if self.options.tokenizer:
@@ -270,7 +347,20 @@ class VLLMRunner:
             ident = self.endpoint.identity()
             ident["engine"] = "endpoint"
         ident["mode"] = self.config.mode
+        if self.thinking is not None:
+            ident["reasoning"] = self._reasoning_conditions()
         return ident
+
+    def _reasoning_conditions(self) -> dict[str, Any]:
+        think = self.thinking
+        assert think is not None
+        if self.config.mode == "chat":
+            prompt = "messages"
+        else:
+            prompt = "chat prompt, answer prefix after the thinking" if think.prefill_answer else (
+                "chat prompt, no answer prefix")
+        return {"max_thinking_tokens": think.budget, "think_start": think.start, "think_end": think.end,
+                "prompt": prompt}
 
     def _engine_version(self) -> str | None:
         if self._offline is not None:
@@ -288,7 +378,8 @@ class VLLMRunner:
     def conditions(self) -> dict[str, Any]:
         """What can change greedy results besides the sample and the model, for this session:
         engine version, the dtype the engine runs, requests in flight, sequences per engine step,
-        deterministic mode (known once the runner is entered; None where the engine does not say)."""
+        deterministic mode, a reasoning model's thinking budget (known once the runner is entered; None
+        where the engine does not say or the model does not think)."""
         engine = self._offline if self._offline is not None else self.server
         dtype = getattr(engine, "dtype", None)
         if dtype is None and self.options.dtype != "auto":
@@ -299,6 +390,7 @@ class VLLMRunner:
             "concurrency": self._concurrency(),
             "max_num_seqs": getattr(engine, "max_num_seqs", None) or self.options.max_num_seqs,
             "deterministic": self.options.deterministic,
+            "max_thinking_tokens": self.thinking.budget if self.thinking is not None else None,
             "servers": self._server_urls() or None,
         }
 
@@ -333,7 +425,10 @@ class VLLMRunner:
             gone_after=max(1, self.options.gone_after),
         )
         spec = RequestSpec(
-            model=self.endpoint.model, mode=self.config.mode, seed=self.config.seed, extra_body=extra
+            model=self.endpoint.model, mode=self.config.mode, seed=self.config.seed, extra_body=extra,
+            thinking=self.thinking,
+            think_markers=None if self.options.reasoning == "false" else (self.options.think_start,
+                                                                         self.options.think_end),
         )
         from dataclasses import replace
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from longctx._config import with_thinking_budget
 from longctx._errors import SweepStopped
 from longctx._parsing import parse_depths, parse_endpoints, parse_lengths, parse_options
 from longctx._protocols import Grid, RunnerConfig
@@ -55,6 +56,12 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--timeout", "timeout_s", default=600.0, show_default=True, help="Per-request timeout, seconds.")
 @click.option("--retries", default=3, show_default=True, help="Retries on transient errors.")
 @click.option("--chat-only", is_flag=True, help="Send chat messages (no answer-prefix prefill).")
+@click.option("--max-thinking-tokens", type=int, metavar="N",
+              help="Thinking budget of a reasoning model, apart from the answer's (default 2048): a thinking "
+                   "that reaches N tokens is closed for the model (recorded as truncated) and the answer "
+                   "generated after it. A model counts as reasoning when its chat template mentions <think> "
+                   "(-R reasoning=true|false overrides); it gets the chat prompt without the answer prefix "
+                   "and is scored on its answer only. Ignored for other models.")
 @click.option("--option", "-O", "task_opts", multiple=True, metavar="KEY=VALUE", help="Task option (repeatable); SCOPE:KEY=VALUE applies it only to one task or family.")
 @click.option("--runner-option", "-R", "runner_opts", multiple=True, metavar="KEY=VALUE", help="Runner option.")
 @click.option("--out", "-o", type=click.Path(path_type=Path),
@@ -95,7 +102,7 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
           allow_mixed: bool, max_cost_usd: float | None, prices: Path | None,
           ray_address: str | None = None, ray_shards: int | None = None,
-          ray_gpus: float | None = None) -> None:
+          ray_gpus: float | None = None, max_thinking_tokens: int | None = None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -113,7 +120,7 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
                                    seed=seed),
         out=out,
         task_options=parse_options(task_opts, "-O"),
-        runner_options=parse_options(runner_opts, "-R"),
+        runner_options=with_thinking_budget(parse_options(runner_opts, "-R"), max_thinking_tokens, runner_name),
         limit=limit,
         keep_errors=keep_errors,
         max_errors=max_errors,
@@ -153,7 +160,20 @@ def print_summary(outcome) -> None:
     results = outcome.store.latest_results()  # one per sample: the last attempt
     if print_accuracy_table is not None and results:
         print_accuracy_table(results, console)
+    if (thinking := thinking_line(results)) is not None:
+        console.print(thinking, highlight=False)
     console.print(summary_line(outcome), highlight=False)
+
+
+def thinking_line(results) -> str | None:
+    """``thinking: mean N tokens (max M), K of T cut by the budget``, for results that thought."""
+    thought = [r for r in results if r.thinking is not None]
+    if not thought:
+        return None
+    counts = [r.thinking_tokens for r in thought if r.thinking_tokens is not None]
+    size = f"mean {sum(counts) / len(counts):,.0f} tokens (max {max(counts):,})" if counts else "tokens unknown"
+    cut = sum(r.thinking_truncated for r in thought)
+    return f"thinking: {size}, {cut} of {len(thought)} cut by the budget"
 
 
 def summary_line(outcome) -> str:

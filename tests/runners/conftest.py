@@ -56,6 +56,9 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         self.completion_delay_s = 0.0
+        self.responder: Any = None
+        """``responder(path, body) -> dict``: answers every unscripted POST instead of the echo
+        (a scripted model, e.g. one that thinks)."""
         self.dead = False
         self.health_status = 200
         """What ``GET /health`` answers (vLLM: 503 once its engine is dead)."""
@@ -106,7 +109,7 @@ class FakeOpenAI:
                         return
                     self._send(
                         reply.status,
-                        reply.body if reply.body is not None else fake.echo(self.path, body),
+                        reply.body if reply.body is not None else fake.answer(self.path, body),
                         reply.headers,
                     )
                 finally:
@@ -144,6 +147,10 @@ class FakeOpenAI:
         """POST requests received so far."""
         return [r for r in self.received if r.method == "POST"]
 
+    def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer to an unscripted POST: the ``responder``'s, else the echo."""
+        return self.responder(path, body) if self.responder is not None else self.echo(path, body)
+
     def echo(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """The default completion answer."""
         if path.endswith("/chat/completions"):
@@ -180,6 +187,38 @@ class FakeOpenAI:
         self._closed = True
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def completion_body(
+    path: str,
+    text: str,
+    *,
+    reasoning: str | None = None,
+    reasoning_field: str = "reasoning",
+    finish_reason: str = "stop",
+    stop_reason: Any = None,
+    prompt_tokens: int = 10,
+    completion_tokens: int | None = None,
+) -> dict[str, Any]:
+    """An OpenAI-compatible response body for ``path`` (chat or completions) with ``text``; chat
+    messages carry ``reasoning`` under ``reasoning_field`` (vLLM 0.32: ``reasoning``; older vLLM and
+    DeepSeek: ``reasoning_content``). ``stop_reason`` as vLLM reports it (omitted when ``...``);
+    ``completion_tokens`` defaults to the whitespace words of text and reasoning."""
+    words = len(text.split()) + len((reasoning or "").split())
+    generated = words if completion_tokens is None else completion_tokens
+    if path.endswith("/chat/completions"):
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if reasoning is not None:
+            message[reasoning_field] = reasoning
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish_reason}
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": finish_reason}
+    if stop_reason is not ...:
+        choice["stop_reason"] = stop_reason
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+             "total_tokens": prompt_tokens + generated, "prompt_tokens_details": {"cached_tokens": 0}}
+    return {"id": "cmpl-fake", "object": "text_completion", "model": "fake-model", "choices": [choice],
+            "usage": usage}
 
 
 @pytest.fixture
