@@ -154,3 +154,13 @@ def test_report_shows_usd_per_sample_run_and_cell(folders, price_file, tmp_path)
     assert "$0.003744" in out.read_text()
     plain = render_report(load_runs([folders[0]]))  # no price for gpt-x in the default table
     assert "<th>USD / sample</th>" not in plain and "gpt-x: no price" in plain
+
+
+def test_python_api_takes_a_price_file(folders, price_file, tmp_path):
+    import longctx
+
+    page = longctx.report([folders[0]], tmp_path / "r.html", prices=price_file)
+    assert "$0.003744" in page.read_text()
+    comp = longctx.compare(list(folders), prices=price_file)
+    api = next(c for c in comp.costs if c.run == "api" and c.length is None)
+    assert api.usd_total == pytest.approx(18720 * E) and api.pricing[0].origin == str(price_file)
