@@ -46,7 +46,7 @@ CHOICE_METRIC = "choice_accuracy"
 #: Distractors per sample unless ``--choices`` says otherwise (nested-learning's NIAH uses one).
 DEFAULT_CHOICES = 1
 #: What reports append to the task name of forced-choice results (:func:`report_task`).
-CHOICE_LABEL = " [choice]"
+CHOICE_LABEL = " (forced choice)"
 
 
 # ---- task side: building the candidates ---------------------------------------------------------
@@ -173,5 +173,15 @@ def choice_details(choice: dict[str, Any]) -> dict[str, Any]:
 
 
 def report_task(task: str, scoring: str) -> str:
-    """The task name reports group a result under: forced-choice results apart (``TASK [choice]``)."""
+    """The task name reports group a result under: forced-choice results apart (``TASK (forced choice)``)."""
     return task + CHOICE_LABEL if scoring == "choice" else task
+
+
+def runner_choice(gen: Generation, sample: Sample) -> dict[str, Any]:
+    """``gen.extra["choice"]`` checked against ``sample``'s candidates (a runner bug otherwise)."""
+    choice = gen.extra.get("choice")
+    if sample.choices is None or not isinstance(choice, dict) or \
+            list(choice.get("candidates", ())) != list(sample.choices.candidates) or \
+            len(choice.get("logliks", ())) != len(sample.choices.candidates):
+        raise RuntimeError(f"runner answered sample {sample.id!r} without the log-likelihoods of its candidates")
+    return choice

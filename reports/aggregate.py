@@ -22,7 +22,7 @@ Conventions, stated once:
   partial string match) it is the mean score.
 - **Forced choice is its own metric.** Results scored by forced choice (``Result.scoring ==
   "choice"``, metric ``choice_accuracy``: the true candidate ranks first by log-likelihood) are
-  reported under their own task label, ``TASK [choice]`` (:func:`reported`), so their numbers get
+  reported under their own task label, ``TASK (forced choice)`` (:func:`reported`), so their numbers get
   their own tables and curves and are never pooled with, or paired against, the accuracy of
   generated answers on the same task.
 """
@@ -301,7 +301,7 @@ def by_task(runs: RunResults) -> list[Margin]:
 
 
 def reported(results: Iterable[Result]) -> list[Result]:
-    """``results`` as reports group them: a forced-choice result's ``task`` reads ``TASK [choice]``
+    """``results`` as reports group them: a forced-choice result's ``task`` reads ``TASK (forced choice)``
     (generated-answer results unchanged), so that every grouping by task keeps the two metrics apart."""
     from longctx._choice import report_task
 

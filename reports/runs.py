@@ -25,7 +25,7 @@ class RunData(msgspec.Struct):
     """``manifest.json`` as written by the sweep."""
     results: list[Result]
     """Results, one per sample id (the last attempt wins); forced-choice results under the task
-    label ``TASK [choice]`` (:func:`~longctx.reports.aggregate.reported`)."""
+    label ``TASK (forced choice)`` (:func:`~longctx.reports.aggregate.reported`)."""
 
     def info(self) -> dict[str, str]:
         """Key facts for the report header: model, runner, tasks, created, updated, sessions, and
