@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 INLINE_CHARS = 240
 #: characters of one trajectory field shown before it is cut (the full results stay in results.jsonl)
 TRAJECTORY_FIELD_CHARS = 8000
+#: characters of a reasoning model's thinking shown before it is cut (all of it is in results.jsonl)
+THINKING_CHARS = 20000
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "showLink": False, "showSendToCloud": False}
 
@@ -300,6 +302,17 @@ def _trajectory(steps: list) -> str:
     )
 
 
+def _thinking(r: Result) -> str:
+    """A reasoning model's thinking, collapsed: its size, and whether the thinking budget cut it."""
+    text = r.thinking or ""
+    size = f"{r.thinking_tokens:,} tokens" if r.thinking_tokens is not None else f"{len(text):,} chars"
+    cut = ", <span class='warn'>cut by the thinking budget</span>" if r.thinking_truncated else ""
+    if len(text) > THINKING_CHARS:
+        text = text[:THINKING_CHARS] + f"\n... ({len(text) - THINKING_CHARS:,} chars cut; all in results.jsonl)"
+    return (f"<details class='thinking'><summary class='muted'>thinking ({size}{cut}), not scored</summary>"
+            f"<pre>{_e(text) or '<span class=muted>(empty)</span>'}</pre></details>")
+
+
 def _sample_row(r: Result) -> str:
     if r.error is not None:
         pred = f"<span class='err'>error</span>{_clip(r.error, INLINE_CHARS, 'error')}"
@@ -320,7 +333,7 @@ def _sample_row(r: Result) -> str:
     if _meta(r).get("ambiguous_answer") is True:
         letters = ", ".join(map(str, _meta(r).get("answer_candidates") or []))
         meta.append(f"<span class='warn ambiguous-answer'>ambiguous answer key: {_e(letters)}</span>")
-    extras = ""
+    extras = _thinking(r) if r.thinking is not None else ""
     trajectory = r.extra.get("trajectory") if isinstance(r.extra, dict) else None
     if isinstance(trajectory, list) and trajectory:
         extras += _trajectory(trajectory)
