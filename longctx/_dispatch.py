@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from longctx._choice import CHOICE_METRIC, choice_scores, runner_choice
 from longctx._errors import LongctxError, TooManyErrors
 from longctx._plan import Plan, PlannedSamples
 from longctx._protocols import NullProgress, Progress, Runner, Task
@@ -46,11 +47,16 @@ class Tally:
     """Of those, retries of samples that had ended in an error."""
 
 
-def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: str) -> Result:
-    """Score a generation (errors are recorded, never scored)."""
+def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: str,
+              scoring: str = "generate") -> Result:
+    """Score a generation (errors are recorded, never scored); with ``scoring="choice"`` by forced
+    choice (:mod:`longctx._choice`: ``choice_accuracy`` from the candidates' log-likelihoods)."""
     scores: dict[str, float] = {}
     score = None
-    if gen.error is None and gen.prediction is not None:
+    if gen.error is None and gen.prediction is not None and scoring == "choice":
+        scores = choice_scores(runner_choice(gen, sample), sample)
+        score = scores[CHOICE_METRIC]
+    elif gen.error is None and gen.prediction is not None:
         scores = task.scorer.score(gen.prediction, sample)
         score = scores[task.scorer.metrics[0]]
     keep = {k: v for k, v in sample.metadata.items() if k != "prefix_group"}
@@ -62,7 +68,7 @@ def to_result(sample: Sample, gen: Generation, task: Task, runner: str, model: s
         prompt_tokens=gen.prompt_tokens, cached_tokens=gen.cached_tokens, completion_tokens=gen.completion_tokens,
         finished_at=time.time(), extra={**({"metadata": keep} if keep else {}), **gen.extra},
         sample_hash=sample_hash(sample), thinking=gen.thinking, thinking_tokens=gen.thinking_tokens,
-        thinking_truncated=gen.thinking_truncated,
+        thinking_truncated=gen.thinking_truncated, scoring="choice" if scoring == "choice" else "generate",
     )
 
 
@@ -78,6 +84,7 @@ def dispatch(
     max_errors: int | None = None,
     progress: Progress | None = None,
     conditions: dict[str, Any] | None = None,
+    scoring: str = "generate",
     spend: SpendCap | None = None,
 ) -> None:
     """Run ``todo`` through the entered ``runner`` and record every answer in ``store``, stamped
@@ -89,14 +96,15 @@ def dispatch(
     progress = progress or NullProgress()
     progress.start(f"{runner_name}: {len(todo)} samples", total=len(todo))
     wanted = set(todo.ids())  # nothing built: samples are built as the runner takes them
-    generations = iter(runner.generate(todo))
+    # forced choice: the runner's ``choose`` (the sweep checked it has one) instead of ``generate``
+    generations = iter(runner.choose(todo) if scoring == "choice" else runner.generate(todo))  # type: ignore[attr-defined]
     try:
         for gen in generations:
             if gen.sample_id not in wanted:
                 raise RuntimeError(f"runner returned unexpected sample id {gen.sample_id!r}")
             wanted.discard(gen.sample_id)
             sample, task = plan.claim(gen.sample_id)
-            result = to_result(sample, gen, task, runner_name, model)
+            result = to_result(sample, gen, task, runner_name, model, scoring)
             result.session, result.conditions = store.session, dict(conditions or {})
             written = store.record(result)
             tally.new += 1

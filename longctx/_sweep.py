@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from longctx._choice import DEFAULT_CHOICES, SCORINGS, check_choice_runner, check_choice_samples
 from longctx._dispatch import Tally, dispatch, engine_for, placement, ray_settings, to_result
 from longctx._errors import LongctxError, SweepStopped
 from longctx._plan import as_dict, build_plan, options_for, order_for_prefix_cache, run_identity
@@ -71,6 +74,11 @@ class SweepSpec:
     allow_mixed: bool = False
     """Resume even when this session's conditions (concurrency, dtype, engine version) differ from
     those of the results already recorded; the manifest and the results say so."""
+    scoring: str = "generate"
+    """``generate`` (the task's scorer on generated answers) or ``choice`` (forced choice among the
+    samples' candidates by log-likelihood, :mod:`longctx._choice`; a run identity of its own)."""
+    choices: int | None = None
+    """With ``scoring="choice"``: distractors per sample (default :data:`~longctx._choice.DEFAULT_CHOICES`)."""
     max_cost_usd: float | None = None
     """Stop (``CostCapReached``) before the next sample would take the run folder's spend (every
     recorded attempt, all sessions) past this many USD (:class:`~longctx._prices.SpendCap`)."""
@@ -141,6 +149,23 @@ def _refuse_mixed(spec: SweepSpec, store: RunStore, earlier: list[dict[str, Any]
     return diff
 
 
+def _scoring_grid(spec: SweepSpec) -> Grid:
+    """``spec.grid`` asking the tasks for candidates when scoring by forced choice (refusing bad
+    ``scoring`` / ``choices``)."""
+    if spec.scoring not in SCORINGS:
+        raise LongctxError(f"--scoring must be one of {', '.join(SCORINGS)}, not {spec.scoring!r}")
+    if spec.scoring != "choice":
+        if spec.choices is not None:
+            raise LongctxError("--choices needs --scoring choice")
+        return spec.grid
+    if getattr(spec, "ray", None):
+        raise LongctxError("--scoring choice does not run on Ray workers yet; drop --ray")
+    k = DEFAULT_CHOICES if spec.choices is None else spec.choices
+    if k < 1:
+        raise LongctxError("--choices must be at least 1 (distractors per sample)")
+    return msgspec.structs.replace(spec.grid, choices=k)
+
+
 def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome:
     """Plan, check, run and record a sweep (resumable).
 
@@ -152,6 +177,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError("--samples must be at least 1")
     if spec.max_errors is not None and spec.max_errors < 0:
         raise LongctxError("--max-errors must be 0 or more")
+    grid = _scoring_grid(spec)
     ray = ray_settings(spec.ray, spec.ray_shards, spec.ray_gpus)
     pricing = None
     if spec.max_cost_usd is not None:  # refused before any work: a bad cap, a model without a price
@@ -170,6 +196,8 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         runner_options.setdefault("deterministic", "true")
     runner_opts = parse_options(entry.factory, runner_options, f"runner {spec.runner}")
     runner: Runner = entry.factory(config=spec.runner_config, options=runner_opts, progress=progress)
+    if spec.scoring == "choice":
+        check_choice_runner(runner, spec.runner, spec.runner_config.mode)
 
     window = runner.context_window()
     too_long = [n for n in spec.grid.lengths if window is not None and n > window]
@@ -177,16 +205,18 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
         raise LongctxError(
             f"length {max(too_long)} exceeds the context window of {spec.runner_config.model} ({window} tokens)"
         )
-    identity = run_identity(tasks, spec.grid, spec.runner, entry.factory, runner_opts,
+    identity = run_identity(tasks, grid, spec.runner, entry.factory, runner_opts,
                             spec.runner_config.model, spec.runner_config.mode)
     recorded = RunStore.check(spec.out, identity)  # corrupt folder / other config: say so before any work
     tokenizer = runner.tokenizer()
-    plan = build_plan(tasks, spec.grid, tokenizer, progress)  # keys only: samples are built when run
+    plan = build_plan(tasks, grid, tokenizer, progress)  # keys only: samples are built when run
     check = getattr(runner, "check", None)  # optional hook: refuse samples before the folder is touched
     owed = plan.pending(recorded, spec.keep_errors, spec.limit).todo  # a finished sweep builds nothing
     preview = plan.preview(owed, every_length=callable(check))  # a too short length fails now
     if callable(check):
         check(preview)
+    if spec.scoring == "choice":
+        check_choice_samples(preview)  # per task: a task without a closed answer set is refused now
 
     info = {
         "runner_config": {k: v for k, v in as_dict(spec.runner_config).items() if k != "api_key_env"},
@@ -222,7 +252,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
                                          **({"mixed": mixed} if mixed else {}), **placement(engine))
                     dispatch(engine, pending.todo, plan, store, runner_name=spec.runner,
                              model=spec.runner_config.model, tally=tally, max_errors=spec.max_errors,
-                             progress=progress, conditions=conditions, spend=spend)
+                             progress=progress, conditions=conditions, scoring=spec.scoring, spend=spend)
         except SweepStopped as exc:
             outcome.stopped = str(exc).splitlines()[0]
             exc.outcome = outcome

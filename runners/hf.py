@@ -31,7 +31,10 @@ from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
+from longctx._choice import candidate_ids, choice_generation
+from longctx._choice import window_error as choice_window_error
 from longctx.runners._in_process import generate_each, prompt_ids, window_error
+from longctx.runners._in_process_choice import continuation_logliks
 from longctx.runners._openai_client import one_line
 from longctx.runners._reasoning import (
     DEFAULT_THINKING_TOKENS,
@@ -261,3 +264,35 @@ class HFRunner:
         if self._lm is None:
             raise RuntimeError("runner hf: use it as a context manager (`with runner: ...`)")
         yield from generate_each(samples, self._generate_one)
+
+    # ---- forced choice (``--scoring choice``) ------------------------------------------------------
+    def _choose_one(self, sample: Sample) -> Generation:
+        """Every candidate's log-likelihood: one prefill of the prompt (KV cache), then each
+        candidate's tokens on that cache, cropped back to the prompt after each."""
+        torch = self._torch
+        ids = prompt_ids(self._tok, sample, "completions")
+        cands = candidate_ids(lambda text: self._tok.encode(text, add_special_tokens=False), sample)
+        if (too_long := choice_window_error(sample, len(ids), max(map(len, cands)),
+                                            self.model.context_window)) is not None:
+            return too_long
+        device = self._lm.device
+        with torch.inference_mode():
+            out = self._lm(input_ids=torch.tensor([ids], dtype=torch.long, device=device), use_cache=True,
+                           logits_to_keep=1)                              # logits (1, 1, V)
+            cache = out.past_key_values
+
+            def extend(piece: list[int]) -> Any:
+                more = self._lm(input_ids=torch.tensor([piece], dtype=torch.long, device=device),
+                                past_key_values=cache, use_cache=True)    # logits (1, n, V)
+                cache.crop(len(ids))
+                return more.logits[0]
+
+            logliks = continuation_logliks(torch, out.logits[0, -1], extend, cands)
+        return choice_generation(sample, logliks, [len(c) for c in cands], prompt_tokens=len(ids), cached_tokens=0)
+
+    def choose(self, samples: Sequence[Sample]) -> Iterator[Generation]:
+        """Forced choice (:mod:`longctx._choice`): every candidate's log-likelihood, in the order
+        given, one sample at a time; failures become ``error``."""
+        if self._lm is None:
+            raise RuntimeError("runner hf: use it as a context manager (`with runner: ...`)")
+        yield from generate_each(samples, self._choose_one)

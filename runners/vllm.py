@@ -402,6 +402,46 @@ class VLLMRunner:
             return [e.base_url for e in self.endpoints]
         return [self.server.base_url] if self.server is not None else []
 
+    # ---- forced choice (``--scoring choice``) ------------------------------------------------------
+
+    def choose(self, samples: Sequence[Sample]) -> Iterator[Generation]:
+        """Forced choice (:mod:`longctx._choice`): every candidate's log-likelihood from vLLM's prompt
+        log-probs (:mod:`longctx.runners._vllm_choice`), through the offline engine or the server
+        (launched, or the one ``--endpoint``); failures become ``error``, a gone server ``EngineGone``."""
+        from longctx.runners._openai_client import ClientConfig
+        from longctx.runners._vllm_choice import choose_all, choose_offline
+
+        if self._offline is not None:
+            yield from choose_offline(self._offline.llm, samples, self.config.seed, batch_size=self._concurrency())
+            return
+        if self.endpoint is None:
+            raise RuntimeError("runner vllm: use it as a context manager (`with runner: ...`)")
+        client = ClientConfig(
+            base_url=self.endpoint.base_url,
+            api_key=None if self.server else os.environ.get(self.config.api_key_env) or None,
+            timeout_s=self.config.timeout_s,
+            retries=self.config.retries,
+            gone_after=max(1, self.options.gone_after),
+        )
+        server = self.server
+        encode = self.tokenizer().encode
+        try:
+            with closing(choose_all(client, samples, encode, model=self.endpoint.model, seed=self.config.seed,
+                                    concurrency=self._concurrency(),
+                                    engine_alive=server.alive if server is not None else None)) as generations:
+                for generation in generations:
+                    if generation.error and server is not None and server.died(
+                        wait_s=2.0 if generation.error.startswith("HTTP 5") else 0.0
+                    ):
+                        raise EngineGone(generation.error)
+                    yield generation
+        except EngineGone as exc:
+            if server is None:
+                raise
+            if server.died():
+                raise server.failure(f"died during the run (code {server.process.returncode})", EngineGone) from None
+            raise server.failure(f"stopped answering ({exc})", EngineGone) from None
+
     # ---- generation -------------------------------------------------------------------------------
 
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:

@@ -95,6 +95,15 @@ gone (unfinished samples stay pending; rerun to resume), 4 more than --max-error
 @click.option("--ray-gpus", type=float, metavar="G",
               help="With --ray: GPUs each shard's worker reserves (an in-process runner on GPU nodes, or "
                    "-r vllm launching one server per shard: 1); default 0.")
+@click.option("--scoring", type=click.Choice(["generate", "choice"]), default="generate", show_default=True,
+              help="generate: score the generated answers with the task's metric. choice: forced choice, the "
+                   "log-likelihood of each candidate answer (the true one and --choices distractors of its "
+                   "kind) after the prompt; correct when the true one ranks first, a tie is wrong. Reported "
+                   "as choice_accuracy under TASK (forced choice); runners hf, hope, vllm; tasks with a closed "
+                   "answer set (RULER single-answer NIAH, LongHealth, BABILong qa1).")
+@click.option("--choices", type=int, metavar="K",
+              help="With --scoring choice: distractors per sample (default 1, as nested-learning's NIAH); "
+                   "tasks with a fixed answer set use all of it.")
 def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, seed: int, runner_name: str,
           model: str, endpoint: tuple[str, ...], endpoints_file: Path | None, api_key_env: str, concurrency: int,
           timeout_s: float, retries: int,
@@ -102,7 +111,7 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
           allow_mixed: bool, max_cost_usd: float | None, prices: Path | None,
           ray_address: str | None = None, ray_shards: int | None = None,
-          ray_gpus: float | None = None, max_thinking_tokens: int | None = None) -> None:
+          ray_gpus: float | None = None, max_thinking_tokens: int | None = None, scoring: str = "generate", choices: int | None = None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
@@ -126,6 +135,8 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
         max_errors=max_errors,
         deterministic=deterministic,
         allow_mixed=allow_mixed,
+        scoring=scoring,
+        choices=choices,
         max_cost_usd=max_cost_usd,
         prices=prices,
         ray=ray_address,
@@ -159,7 +170,9 @@ def print_summary(outcome) -> None:
         print_accuracy_table = None
     results = outcome.store.latest_results()  # one per sample: the last attempt
     if print_accuracy_table is not None and results:
-        print_accuracy_table(results, console)
+        from longctx.reports.aggregate import reported
+
+        print_accuracy_table(reported(results), console)  # forced choice under TASK (forced choice)
     if (thinking := thinking_line(results)) is not None:
         console.print(thinking, highlight=False)
     console.print(summary_line(outcome), highlight=False)
