@@ -30,10 +30,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from longctx.runners._openai_client import AsyncOpenAIClient, ClientConfig, RequestFailed, one_line
+
 from longctx._choice import candidate_ids, choice_generation
 from longctx._errors import EngineGone
 from longctx._records import Generation, Sample
-from longctx.runners._openai_client import AsyncOpenAIClient, ClientConfig, RequestFailed, one_line
 
 Encode = Callable[[str], Sequence[int]]
 

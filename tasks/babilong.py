@@ -33,13 +33,6 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-
-from longctx._errors import LongctxError
-from longctx._prompting import PromptFrame, context_budget, frame
-from longctx._protocols import Grid, Tokenizer
-from longctx._choice import closed_choices
-from longctx._records import Choices, Prompt, Sample
-from longctx._registry import task
 from longctx.tasks import _babilong_data as data
 from longctx.tasks._babilong_generate import (
     SentencePool,
@@ -53,6 +46,13 @@ from longctx.tasks._babilong_generate import (
 from longctx.tasks._babilong_metric import TASK_LABELS, BabilongScorer
 from longctx.tasks._babilong_prompts import MAX_NEW_TOKENS, PROMPTS, user_message
 from longctx.tasks._haystacks import encode_many
+
+from longctx._choice import closed_choices
+from longctx._errors import LongctxError
+from longctx._prompting import PromptFrame, context_budget, frame
+from longctx._protocols import Grid, Tokenizer
+from longctx._records import Choices, Prompt, Sample
+from longctx._registry import task
 
 #: bAbI task names (booydar/babilong ``data/README.md``).
 BABI_TASKS = {

@@ -69,10 +69,10 @@ from typing import Any
 
 import msgspec
 
+from longctx._choice import closed_choices
 from longctx._errors import LongctxError
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._choice import closed_choices
 from longctx._records import Choices, Prompt, Sample
 from longctx._registry import task
 
@@ -85,7 +85,7 @@ Your answers should be:
 3. Contextual: Consider the context and specifics of each question to provide the most relevant information.
 
 Remember, your job is to streamline the physician's decision-making process by providing them with accurate and relevant information from discharge summaries. Efficiency and reliability are key.
-"""  # noqa: E501, W291 - the authors' text, verbatim
+"""
 TEMPLATE = """
 --------------BEGIN DOCUMENTS--------------
 
@@ -104,7 +104,7 @@ Please answer using the following format:
 
 For example, if the correct answer to a question is option C, and the text for C is 'Acute Bronchitis', your answer should be: 
 'The correct answer is C: Acute bronchitis.'
-"""  # noqa: E501, W291 - the authors' text, verbatim
+"""
 SEPARATOR = "\n\n--------------\n\n"
 UNANSWERABLE = "Question cannot be answered with provided documents"
 ANSWER_PATTERN = re.compile(r"The correct answer is (\w):")
@@ -268,7 +268,7 @@ class LongHealthScorer:
 
     metrics = ("accuracy", "abstention", "answer_parsed")
 
-    def score(self, prediction: str, sample: Sample) -> dict[str, float]:  # noqa: D102
+    def score(self, prediction: str, sample: Sample) -> dict[str, float]:
         choice = parse_choice(prediction)
         right = sample.metadata.get("answer_letter") or sample.references[0].split(":", 1)[0].strip()
         return {

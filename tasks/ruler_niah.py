@@ -55,11 +55,11 @@ from pathlib import Path
 import msgspec
 from longctx.tasks import _haystacks as hs
 
+from longctx._choice import drawn_choices
 from longctx._errors import LongctxError
 from longctx._plan import SampleKey
 from longctx._prompting import PromptFrame, context_budget, frame
 from longctx._protocols import Grid, Tokenizer
-from longctx._choice import drawn_choices
 from longctx._records import Choices, Prompt, Sample
 from longctx._registry import task
 from longctx._scoring import RulerMatch

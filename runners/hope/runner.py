@@ -22,7 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from longctx.runners._in_process import generate_each, prompt_ids, window_error
+from longctx.runners._in_process_choice import continuation_logliks
+from longctx.runners._openai_client import one_line
 
+from longctx._choice import candidate_ids, choice_generation
+from longctx._choice import window_error as choice_window_error
 from longctx._errors import LongctxError
 from longctx._models import NamedModel, register_model, resolve_model
 from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
@@ -30,11 +35,6 @@ from longctx._records import Generation, Sample
 from longctx._registry import runner
 from longctx._tokenizer import hf_tokenizer
 from longctx._versions import dist_version
-from longctx._choice import candidate_ids, choice_generation
-from longctx._choice import window_error as choice_window_error
-from longctx.runners._in_process import generate_each, prompt_ids, window_error
-from longctx.runners._in_process_choice import continuation_logliks
-from longctx.runners._openai_client import one_line
 
 CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 

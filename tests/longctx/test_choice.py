@@ -35,7 +35,7 @@ def sample(candidates=(" 1", " 2", " 3"), correct=1) -> Sample:
 
 # ---- the pieces -------------------------------------------------------------------------------------
 def test_drawn_choices_are_distinct_shuffled_and_reproducible():
-    draw = lambda r: str(r.randint(0, 9))  # noqa: E731 - a tiny kind: ten values
+    draw = lambda r: str(r.randint(0, 9))
     made = [drawn_choices("5", draw, 4, random.Random(i), avoid=["7"]) for i in range(20)]
     for c in made:
         assert len(set(c.candidates)) == 5 and c.candidates[c.correct] == " 5" and " 7" not in c.candidates

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from longctx.tasks._babilong_metric import TASK_LABELS
 
 from longctx._protocols import Grid
 from longctx._records import Message
 from longctx._registry import get_task
-from longctx.tasks._babilong_metric import TASK_LABELS
 
 DATA = Path(__file__).parent / "data"
 LONGHEALTH = {"data_path": str(DATA / "longhealth_synthetic.json")}

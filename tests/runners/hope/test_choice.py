@@ -7,12 +7,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from longctx._choice import choice_scores  # noqa: E402
-from longctx._prompting import frame  # noqa: E402
-from longctx._protocols import RunnerConfig  # noqa: E402
-from longctx._records import Choices, Sample  # noqa: E402
-from longctx._registry import get_runner_entry, parse_options  # noqa: E402
-from longctx._tokenizer import hf_tokenizer  # noqa: E402
+from longctx._choice import choice_scores
+from longctx._prompting import frame
+from longctx._protocols import RunnerConfig
+from longctx._records import Choices, Sample
+from longctx._registry import get_runner_entry, parse_options
+from longctx._tokenizer import hf_tokenizer
 
 
 def make_runner(folder, **options):
