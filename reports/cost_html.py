@@ -135,11 +135,11 @@ def usd_matrix(cells: Sequence[CellCost], lengths: Sequence[int], depths: Sequen
 def cost_section(rows: Sequence[Cost], cells: Sequence[CellCost], runs: Sequence[str], lengths: Sequence[int],
                  depths: Sequence[float | None], axis: DepthAxis, prices: str) -> str:
     """``<h3>Cost per sample</h3>``, the table, the prices, and a collapsible USD-per-cell table per
-    run whose cells have a known cost."""
-    parts = [f"<h3>Cost per sample <span class='muted'>(USD: {_e(prices)})</span></h3>", cost_table(rows)]
+    run that spent something (a local engine's cells, all $0, are left out)."""
+    parts = [f"<h3>Cost per sample <span class='muted'>&middot; USD {_e(prices)}</span></h3>", cost_table(rows)]
     for run in runs:
         mine = [c for c in cells if c.run == run]
-        if any(c.usd_per_sample is not None for c in mine):
+        if any(c.usd_per_sample for c in mine):
             parts.append(
                 f"<details class='usd-cells'><summary>{_e(run)}: USD per sample by depth and length</summary>"
                 f"{usd_matrix(mine, lengths, depths, axis)}</details>"

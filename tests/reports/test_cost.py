@@ -134,7 +134,8 @@ def test_compare_json_and_page_show_usd_with_their_prices(folders, price_file, t
     assert "smollm: local engine (0 USD)" in page
     assert "mystery: no price (add it to a price file" in page
     assert "api: USD per sample by depth and length" in page and "$0.001630" in page
-    assert f"(USD: prices from {price_file}" in page
+    assert f"USD prices from {price_file} over the default table (read 2026-12-02)" in page
+    assert "local: USD per sample by depth" not in page  # all $0: no table of zeros
 
 
 def test_report_shows_usd_per_sample_run_and_cell(folders, price_file, tmp_path):
