@@ -128,7 +128,7 @@ class VLLMRunner:
     name = "vllm"
     Options = VLLMOptions
     volatile_options = ("log_dir", "port", "start_timeout_s", "kv_cache_gib", "gone_after", "deterministic",
-                        "replicas", "max_tokens_in_flight", "prefix_scheduler", "probe_s",
+                        "replicas", "tensor_parallel", "max_tokens_in_flight", "prefix_scheduler", "probe_s",
                         "max_num_seqs", "reasoning", "max_thinking_tokens", "think_start",
                         "think_end", "answer_prefix_after_thinking")
     """Options left out of the run's identity, so a resume may differ: they do not change results,
@@ -392,6 +392,7 @@ class VLLMRunner:
             "deterministic": self.options.deterministic,
             "max_thinking_tokens": self.thinking.budget if self.thinking is not None else None,
             "servers": self._server_urls() or None,
+            "tensor_parallel": self.options.tensor_parallel,
         }
 
     def _server_urls(self) -> list[str]:

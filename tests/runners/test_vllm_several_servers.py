@@ -229,3 +229,18 @@ def test_one_replica_failing_to_start_stops_them_all(fake_replicas, tmp_path):
         replicas.start()
     assert "vllm-server-1.log" in str(err.value)
     assert not any(s.process.group_alive() for s in replicas.servers)
+
+
+def test_pool_and_replica_options_are_not_the_runs_identity():
+    """Run folders made before these options existed, or on other servers, still resume."""
+    from longctx._plan import run_identity
+    from longctx._protocols import Grid
+    from longctx.runners.vllm import VLLMOptions, VLLMRunner
+
+    grid = Grid((1024,), (50.0,), 1)
+    plain = run_identity([], grid, "vllm", VLLMRunner, VLLMOptions(), "m", "completions")
+    scaled = VLLMOptions(replicas=2, tensor_parallel=2, max_tokens_in_flight=4096, prefix_scheduler=False,
+                         probe_s=3.0)
+    assert run_identity([], grid, "vllm", VLLMRunner, scaled, "m", "completions") == plain
+    assert not {"replicas", "tensor_parallel", "max_tokens_in_flight", "prefix_scheduler",
+                "probe_s"} & set(plain["runner_options"])
