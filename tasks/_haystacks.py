@@ -144,9 +144,10 @@ class TokenStream:
         """What goes between units (" " for prose, "\\n" for lines)."""
         self.tokenizer = tokenizer
         """Tokenizer the ids belong to."""
-        self.ids: list[int] = []
-        """Token ids of the units consumed so far (unit 0 bare, later units with the joiner)."""
-        self.starts: list[int] = []
+        self.ids = array("I")
+        """Token ids of the units consumed so far (unit 0 bare, later units with the joiner); an
+        array (4 bytes a token; a cached 128K haystack loads without making 128K int objects)."""
+        self.starts = array("I")
         """Token offset of each consumed unit's start in :attr:`ids`."""
         self.head: list[int] = []
         """Token ids of ``joiner + unit 0`` (unit 0 when something precedes it)."""
@@ -197,7 +198,7 @@ class TokenStream:
         starts.frombytes(data.starts)
         if data.count != len(starts) or data.count != len(data.pieces) or not data.count:
             return
-        self.ids, self.starts, self.head, self.pieces = ids.tolist(), starts.tolist(), data.head, data.pieces
+        self.ids, self.starts, self.head, self.pieces = ids, starts, data.head, data.pieces
         self._count = self._saved = data.count
         self._restored(data.count)
 
@@ -210,7 +211,7 @@ class TokenStream:
         if path is None or self._count <= self._saved:
             return
         blob = msgspec.msgpack.encode(_CachedStream(
-            self._count, array("I", self.ids).tobytes(), array("I", self.starts).tobytes(), self.head, self.pieces))
+            self._count, self.ids.tobytes(), self.starts.tobytes(), self.head, self.pieces))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -243,8 +244,8 @@ class TokenStream:
             return []
         lo, hi = self.starts[first], self.end(stop)
         if first == 0 and headed:
-            return self.head + self.ids[self.starts[1]:hi] if stop > 1 else list(self.head)
-        return self.ids[lo:hi]
+            return self.head + self.ids[self.starts[1]:hi].tolist() if stop > 1 else list(self.head)
+        return self.ids[lo:hi].tolist()
 
     def unit_text(self, first: int, stop: int, *, headed: bool) -> str:
         """The text :meth:`unit_ids` was tokenized from (the same units, the same joiners)."""
