@@ -182,7 +182,7 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
     pricing = None
     if spec.max_cost_usd is not None:  # refused before any work: a bad cap, a model without a price
         config = spec.runner_config
-        pricing = SpendCap(spec.max_cost_usd, sweep_pricing(config.model, spec.runner, config.endpoint,
+        pricing = SpendCap(spec.max_cost_usd, sweep_pricing(config.model, spec.runner, config.servers(),
                                                             spec.prices)).pricing
     elif spec.prices is not None:
         load_prices(spec.prices)  # a bad file is refused even when nothing uses it yet
