@@ -35,7 +35,7 @@ import fnmatch
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -131,13 +131,14 @@ def result_usd(result: Result, pricing: Pricing | None) -> float | None:
     return cost
 
 
-def endpoint_is_local(runner: str | None, endpoint: str | None) -> bool:
+def endpoint_is_local(runner: str | None, endpoint: str | Sequence[str] | None) -> bool:
     """True when nothing is sent to a remote API: no endpoint (the runner runs or launches the
-    engine itself), or an endpoint on this machine."""
-    if not endpoint:
-        return True
-    host = urlparse(endpoint if "//" in endpoint else f"//{endpoint}").hostname or ""
-    return host.lower() in _LOOPBACK
+    engine itself), or endpoints all on this machine."""
+    for url in [endpoint] if isinstance(endpoint, str) else endpoint or ():
+        host = urlparse(url if "//" in url else f"//{url}").hostname or ""
+        if host.lower() not in _LOOPBACK:
+            return False
+    return True
 
 
 def manifest_is_local(manifest: Mapping[str, Any]) -> bool:
@@ -147,7 +148,7 @@ def manifest_is_local(manifest: Mapping[str, Any]) -> bool:
     runner = manifest.get("runner") or (manifest.get("identity") or {}).get("runner")
     runner = runner if isinstance(runner, str) else None
     if isinstance(config, dict):
-        return endpoint_is_local(runner, config.get("endpoint"))
+        return endpoint_is_local(runner, config.get("endpoints") or config.get("endpoint"))
     return runner in LOCAL_RUNNERS
 
 
@@ -302,7 +303,8 @@ def load_prices(path: str | Path | None = None, *, user: bool = True, defaults: 
 
 
 # ---- --max-cost-usd ---------------------------------------------------------------------------------
-def sweep_pricing(model: str, runner: str, endpoint: str | None, prices: str | Path | None) -> Pricing:
+def sweep_pricing(model: str, runner: str, endpoint: str | Sequence[str] | None,
+                  prices: str | Path | None) -> Pricing:
     """The price ``--max-cost-usd`` charges results at; ``LongctxError`` when ``model`` has none."""
     table = load_prices(prices)
     pricing = table.pricing(model, endpoint_is_local(runner, endpoint))

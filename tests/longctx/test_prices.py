@@ -168,6 +168,10 @@ def test_local_engines():
     assert endpoint_is_local("vllm", None)
     assert endpoint_is_local("vllm", "http://127.0.0.1:8000/v1") and endpoint_is_local("vllm", "http://localhost:1/v1")
     assert not endpoint_is_local("vllm", "https://api.openai.com/v1")
+    assert not endpoint_is_local("vllm", ("http://127.0.0.1:8000/v1", "https://api.example.com/v1"))
+    assert endpoint_is_local("vllm", ("http://127.0.0.1:8000/v1", "http://localhost:8001/v1"))
+    assert not manifest_is_local({"runner_config": {"endpoint": "http://127.0.0.1:1/v1",
+                                                    "endpoints": ["http://127.0.0.1:1/v1", "http://10.0.0.7/v1"]}})
     assert manifest_is_local({"runner_config": {"endpoint": None}, "runner": "vllm"})
     assert not manifest_is_local({"runner_config": {"endpoint": "https://api.example.com/v1"}})
     assert manifest_is_local({"runner": "hf"}) and not manifest_is_local({"runner": "vllm"})
