@@ -469,15 +469,17 @@ class PoolRun:
 
 
 async def healthy(config: ClientConfig, timeout_s: float = 10.0) -> bool:
-    """True when the server answers ``/health`` (vLLM) or, lacking it, ``/v1/models`` with 200."""
+    """True when the server's ``/health`` (vLLM: 503 once its engine is dead) answers 200, or, for
+    a server without that route, ``/v1/models`` answers below 500."""
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     try:
         async with httpx.AsyncClient(timeout=timeout_s, headers=headers,
                                      trust_env=not is_local(config.base_url)) as http:
             response = await http.get(server_root(config.base_url) + "/health")
-            if response.status_code == 404:
-                response = await http.get(config.base_url.rstrip("/") + "/models")
-            return response.status_code == 200
+            if response.status_code == 200 or response.status_code >= 500:
+                return response.status_code == 200
+            response = await http.get(config.base_url.rstrip("/") + "/models")
+            return response.status_code < 500
     except (httpx.HTTPError, OSError):
         return False
 

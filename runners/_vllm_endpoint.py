@@ -174,6 +174,10 @@ def check_endpoints(endpoints: Sequence[Endpoint], progress: Any = None) -> list
     if not any(up):
         raise LongctxError(problems[0] if len(problems) == 1 else
                            f"none of the {len(endpoints)} endpoints is reachable (first: {problems[0]})")
+    versions = {e.base_url: e.vllm_version for e, ok in zip(endpoints, up, strict=True) if ok}
+    if len(set(versions.values())) > 1 and progress is not None:  # the session records the first one's
+        progress.log("the endpoints run different engine versions: "
+                     + ", ".join(f"{url} {v or 'unknown'}" for url, v in versions.items()))
     return up
 
 
