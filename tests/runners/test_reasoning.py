@@ -338,3 +338,70 @@ def test_budget_and_window(fake_openai, reasoning_tokenizer):
     assert VLLMRunner(config).thinking is None  # an endpoint without a tokenizer folder: not detected
     with pytest.raises(LongctxError, match="at least 1"):
         VLLMRunner(config, VLLMOptions(reasoning="true", max_thinking_tokens=0))
+
+
+def test_the_python_api_takes_the_budget(fake_openai, tmp_path, reasoning_tokenizer):
+    import longctx
+
+    fake_openai.responder = ThinkingModel(think_words=30)
+    outcome = longctx.sweep(
+        "ruler/niah_single_1", lengths="1k", depths=[50], samples=2, runner="vllm", model="fake-model",
+        endpoint=fake_openai.base_url, runner_options={"tokenizer": str(reasoning_tokenizer)},
+        max_thinking_tokens=7, retries=0, out=tmp_path / "api-run",
+    )
+    results = outcome.store.latest_results()
+    assert len(results) == 2 and all(r.thinking_truncated and r.thinking_tokens == 7 for r in results)
+    assert yaml.safe_load((tmp_path / "api-run" / "config.yaml").read_text())["max-thinking-tokens"] == 7
+
+
+# ---- real engines, default model (no reasoning model exists on this machine) -------------------
+
+
+@pytest.mark.slow
+def test_hf_budget_forcing_with_the_default_model(smol_tokenizer, niah_sample):
+    """SmolLM2 does not think; forced to (``reasoning=true``) with a budget of 4 tokens, its start of
+    an answer is cut as thinking, closed with </think>, and an answer generated after it."""
+    from longctx.runners.hf import HFOptions, HFRunner
+
+    sample = niah_sample(smol_tokenizer, "hf-think", 7340291, repeats=2)
+    assert HFRunner(RunnerConfig(model="default")).thinking_budget is None  # its template: no <think>
+    with HFRunner(RunnerConfig(model="default"), HFOptions(reasoning="true", max_thinking_tokens=4)) as runner:
+        (gen,) = runner.generate([sample])
+        ident, conditions = runner.identity(), runner.conditions()
+    assert gen.error is None, gen.error
+    assert gen.thinking_truncated and gen.thinking_tokens == 4 and gen.thinking
+    assert gen.prediction and 4 < gen.completion_tokens <= 4 + sample.max_new_tokens
+    assert ident["reasoning"]["max_thinking_tokens"] == 4 and conditions == {"max_thinking_tokens": 4}
+
+
+@pytest.mark.slow
+def test_real_vllm_budget_forcing_and_a_plain_model_unchanged(vllm_server, smol_tokenizer, niah_sample):
+    """Against the real vLLM server: (1) the default model with --max-thinking-tokens answers exactly
+    as without it (not a reasoning model: one request, nothing split); (2) forced to think with a
+    budget of 4 tokens, vLLM takes the text prompt and the stop string, the thinking is cut at 4
+    tokens, closed, and answered in a second request whose prompt holds it."""
+    samples = [niah_sample(smol_tokenizer, f"v{i}", n, repeats=2) for i, n in enumerate((7340291, 5518230))]
+    config = RunnerConfig(model=vllm_server.model_name, endpoint=vllm_server.endpoint, concurrency=2)
+    folder = str(vllm_server.model_path)
+
+    def run(**options):
+        with VLLMRunner(config, VLLMOptions(tokenizer=folder, deterministic=True, **options)) as runner:
+            return {g.sample_id: g for g in runner.generate(samples)}, runner
+
+    plain, _ = run()
+    budgeted, runner = run(max_thinking_tokens=64)
+    assert runner.thinking is None
+    for sid, gen in plain.items():
+        assert gen.error is None and budgeted[sid].prediction == gen.prediction
+        assert budgeted[sid].thinking is None and budgeted[sid].completion_tokens == gen.completion_tokens
+
+    forced, runner = run(reasoning="true", max_thinking_tokens=4)
+    assert runner.identity()["reasoning"]["max_thinking_tokens"] == 4
+    for sample in samples:
+        gen = forced[sample.id]
+        assert gen.error is None, gen.error
+        assert gen.thinking_truncated and gen.thinking_tokens == 4 and gen.thinking
+        assert gen.prediction is not None and 4 < gen.completion_tokens <= 4 + sample.max_new_tokens
+        # request 2's prompt: request 1's (no answer prefix) + the 4 thinking tokens + the closing marker
+        assert gen.extra["answer_prompt_tokens"] > gen.prompt_tokens + 4
+        assert gen.prompt_tokens < sample.context_tokens  # the answer prefix is not in the prompt
