@@ -224,6 +224,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(f"offline engine failed:\n{proc.stderr[-3000:]}")
         rows["(a) vLLM offline LLM.generate"] = json.loads((tmp / "offline.json").read_text())
+        rows["(a) vLLM offline LLM.generate"]["load"] = os.getloadavg()[0]
 
         os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # /reset_prefix_cache
         cfg = ServerConfig(model_path=model, served_model_name="default", max_model_len=8192, log_dir=tmp / "log")
@@ -238,24 +239,28 @@ def main() -> None:
             naive(base, "default", prompts[:1], args.chat_only)
             rows["(b) longctx sweep, attached"] = measured(
                 root, lambda: subprocess.run(sweep, check=True, capture_output=True))
+            rows["(b) longctx sweep, attached"]["load"] = os.getloadavg()[0]
             if args.ruler_dir:
                 rows["(c) RULER call_api.py"] = measured(
                     root, lambda: run_ruler_client(args, base, "default", prompts, tmp))
+                rows["(c) RULER call_api.py"]["load"] = os.getloadavg()[0]
             rows["(d) naive sequential httpx"] = measured(root, lambda: naive(base, "default", prompts,
                                                                               args.chat_only))
+            rows["(d) naive sequential httpx"]["load"] = os.getloadavg()[0]
     offline = rows["(a) vLLM offline LLM.generate"]["s"]
     ours = rows["(b) longctx sweep, attached"]["s"]
     mode = "chat" if args.chat_only else "completions (token ids; RULER: text)"
     print(f"{len(prompts)} prompts (ruler/niah_single_1, lengths {args.lengths}, depths {args.depths}, "
           f"{args.samples} per cell), {GEN} new tokens, greedy, {mode}")
     print(f"{'client':<32} {'wall s':>7} {'gen tok/s':>9} {'prompt tok':>10} {'cached':>7} "
-          f"{'vs offline':>10} {'longctx faster':>14}")
+          f"{'vs offline':>10} {'longctx faster':>14} {'load':>5}")
     for name, r in rows.items():
         share = r["cached"] / r["prompt"] if r["prompt"] else 0.0
         print(f"{name:<32} {r['s']:>7.2f} {r['gen'] / r['s']:>9.1f} {int(r['prompt']):>10,} {share:>6.0%} "
-              f"{r['s'] / offline:>9.2f}x {r['s'] / ours:>13.2f}x")
+              f"{r['s'] / offline:>9.2f}x {r['s'] / ours:>13.2f}x {r.get('load', 0.0):>5.1f}")
     print("vs offline = wall / offline wall (longctx target <= 1.10); longctx faster = wall / longctx wall "
-          "(RULER target >= 2); cached = prompt tokens served from the prefix cache (target >= 40%)")
+          "(RULER target >= 2); cached = prompt tokens served from the prefix cache (target >= 40%); "
+          "load = 1-minute load average when the client finished")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
