@@ -23,7 +23,10 @@ The public Python API (everything else is private and may change)::
 - progress: sweeps are silent unless given a :class:`Progress`; ``progress=longctx.RichProgress()``
   draws the command line's bars (in a terminal or a notebook);
 - errors: :class:`LongctxError` (bad input, one line), :class:`SweepStopped` (``EngineGone``,
-  ``TooManyErrors``), :class:`RunnerError`.
+  ``TooManyErrors``, ``CostCapReached``), :class:`RunnerError`;
+- prices: :func:`load_prices` (:class:`PriceTable`: the default table, the user's file, a price
+  file); :func:`report`, :func:`compare` and :func:`sweep` (with ``max_cost_usd``) take a price
+  file as ``prices=``.
 
 Importing :mod:`longctx` is light: names are imported on first use (no torch, vllm, transformers,
 plotly or scipy until a sweep, a report or a comparison needs them).
@@ -78,12 +81,17 @@ _EXPORTS: dict[str, str] = {
     "SweepStopped": "longctx._errors",
     "EngineGone": "longctx._errors",
     "TooManyErrors": "longctx._errors",
+    "CostCapReached": "longctx._errors",
+    # prices (USD of results, --max-cost-usd)
+    "load_prices": "longctx._prices",
+    "PriceTable": "longctx._prices",
 }
 
 __all__ = [
     "PRESETS",
     "Comparison",
     "CorpusScorer",
+    "CostCapReached",
     "EngineGone",
     "Generation",
     "Grid",
@@ -91,6 +99,7 @@ __all__ = [
     "Message",
     "NullProgress",
     "Preset",
+    "PriceTable",
     "Progress",
     "Prompt",
     "Result",
@@ -115,6 +124,7 @@ __all__ = [
     "list_runners",
     "list_runs",
     "list_tasks",
+    "load_prices",
     "load_runs",
     "report",
     "run_sweep",
