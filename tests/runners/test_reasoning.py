@@ -405,3 +405,16 @@ def test_real_vllm_budget_forcing_and_a_plain_model_unchanged(vllm_server, smol_
         # request 2's prompt: request 1's (no answer prefix) + the 4 thinking tokens + the closing marker
         assert gen.extra["answer_prompt_tokens"] > gen.prompt_tokens + 4
         assert gen.prompt_tokens < sample.context_tokens  # the answer prefix is not in the prompt
+
+
+def test_local_models_detected_from_their_template(reasoning_tokenizer, default_model_path):
+    from longctx.runners.hf import HFOptions, HFRunner
+
+    assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer))).thinking_budget == 2048
+    assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer)), HFOptions(max_thinking_tokens=64)).thinking_budget == 64
+    assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer)), HFOptions(reasoning="false")).thinking_budget is None
+    assert HFRunner(RunnerConfig(model=str(default_model_path))).thinking_budget is None
+    assert VLLMRunner(RunnerConfig(model=str(reasoning_tokenizer))).thinking.budget == 2048
+    assert VLLMRunner(RunnerConfig(model=str(default_model_path))).thinking is None
+    with pytest.raises(LongctxError, match="engine=offline has no thinking budget"):
+        VLLMRunner(RunnerConfig(model=str(reasoning_tokenizer)), VLLMOptions(engine="offline"))
