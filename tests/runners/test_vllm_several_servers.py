@@ -244,3 +244,13 @@ def test_pool_and_replica_options_are_not_the_runs_identity():
     assert run_identity([], grid, "vllm", VLLMRunner, scaled, "m", "completions") == plain
     assert not {"replicas", "tensor_parallel", "max_tokens_in_flight", "prefix_scheduler",
                 "probe_s"} & set(plain["runner_options"])
+
+
+def test_token_cap_reaches_the_servers(two, tmp_path, default_model_path):
+    a, b = two
+    a.completion_delay_s = b.completion_delay_s = 0.1
+    res = sweep([a.base_url, b.base_url], tmp_path / "run", default_model_path, "-R", "max_tokens_in_flight=1",
+                "-R", "prefix_scheduler=false", concurrency=4)
+    assert res.exit_code == 0, res.output
+    assert a.max_in_flight == 1 and b.max_in_flight == 1  # every ~1K prompt is over the cap: one at a time
+    assert len(lines(tmp_path / "run")) == PLANNED

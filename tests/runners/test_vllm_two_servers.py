@@ -66,3 +66,33 @@ def test_two_real_servers_one_killed_mid_sweep(vllm_server, tmp_path):
     assert all(r["extra"]["server"] == vllm_server.endpoint for r in after)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sessions"][-1]["conditions"]["servers"] == [vllm_server.endpoint, extra.base_url]
+
+
+def test_two_launched_replicas_serve_one_sweep_and_stop_together(tmp_path):
+    """``-R replicas=2`` on CPU: two servers, one core each, one log each; both gone afterwards."""
+    import importlib.util
+
+    import httpx
+
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not installed")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores")
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    args = ["sweep", "-t", "ruler/niah_single_1", "--lengths", "1k", "--depths", "0:100:3", "-n", "1",
+            "--runner", "vllm", "--model", "default", "-R", "replicas=2", "-R", "max_model_len=2048",
+            "-R", "kv_cache_gib=1", "-R", f"log_dir={logs}", "-c", "1", "--out", str(out)]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(r["error"] is None for r in rows)
+    servers = rows[0]["conditions"]["servers"]
+    assert len(servers) == 2 and {r["extra"]["server"] for r in rows} <= set(servers)
+    ports = set()
+    for i in range(2):  # one log per replica, starting with its command line
+        first = (logs / f"vllm-server-{i}.log").read_text().splitlines()[0]
+        ports.add(first.split("--port ")[1].split()[0])
+    assert {f"http://127.0.0.1:{p}/v1" for p in ports} == set(servers)
+    for url in servers:  # stopped together with the sweep
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(url.removesuffix("/v1") + "/health", timeout=5)
