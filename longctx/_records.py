@@ -118,8 +118,9 @@ class Generation(msgspec.Struct):
     thinking_tokens: int | None = None
     """Tokens of ``thinking`` (part of ``completion_tokens``, which counts every generated token)."""
     thinking_truncated: bool = False
-    """True when the thinking budget (``--max-thinking-tokens``) cut the thinking short: it was
-    closed for the model and the answer generated after it."""
+    """True when a budget cut the thinking short: the thinking budget (``--max-thinking-tokens``;
+    the thinking was then closed for the model and the answer generated after it), or, for a reply
+    of one request that never closed its thinking, the generation budget (no answer then)."""
 
 
 class Result(msgspec.Struct):
