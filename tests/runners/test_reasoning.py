@@ -31,7 +31,8 @@ NEEDLE = re.compile(r"special magic numbers? for [\w-]+ (?:mentioned in the prov
 
 
 def test_split_thinking_cases():
-    assert split_thinking("<think>\nhmm, 42?\n</think>\n\nThe answer is 42.") == ("hmm, 42?", "The answer is 42.", True)
+    assert split_thinking("<think>\nhmm, 42?\n</think>\n\nThe answer is 42.") == (
+        "hmm, 42?", "The answer is 42.", True)
     assert split_thinking("The answer is 42.") == (None, "The answer is 42.", True)
     # never closed: all thinking, no answer
     assert split_thinking("<think> still going") == ("still going", "", False)
@@ -58,7 +59,8 @@ def test_think_tags_in_plain_text_are_split_unless_disabled():
     data = completion_body("/v1/completions", "<think>it says 12</think>\n\n12")
     gen = parse_generation("s", "completions", data, 0.1)
     assert (gen.prediction, gen.thinking, gen.thinking_truncated) == ("12", "it says 12", False)
-    cut = parse_generation("s", "completions", completion_body("/v1/completions", "<think>it says", finish_reason="length"), 0.1)
+    unclosed = completion_body("/v1/completions", "<think>it says", finish_reason="length")
+    cut = parse_generation("s", "completions", unclosed, 0.1)
     assert (cut.prediction, cut.thinking, cut.thinking_truncated) == ("", "it says", True)
     verbatim = parse_generation("s", "completions", data, 0.1, think_markers=None)
     assert verbatim.prediction == "<think>it says 12</think>\n\n12" and verbatim.thinking is None
@@ -131,7 +133,7 @@ class ThinkingModel:
                 return self._reply(path, text, "length", None, budget)
             return self._reply(path, start + " ".join(thinking) + "\n", "stop", "</think>", len(thinking) + 1)
         continued = chat and body["messages"][-1]["role"] == "assistant"
-        if continued or (not chat and prompt.endswith("</think>\n\n")) or (not chat and prompt.endswith(" is")):
+        if continued or (not chat and prompt.endswith(("</think>\n\n", " is"))):
             answer = self._answer(needle).split()[: body["max_tokens"]]
             return self._reply(path, " ".join(answer), "stop", None, len(answer))
         # one request: think and answer together
@@ -143,7 +145,8 @@ class ThinkingModel:
             thinking, _, answer = text.partition("</think>")
             return completion_body(path, answer.strip(), reasoning=thinking.replace("<think>", "").strip(),
                                    finish_reason=finish, stop_reason=stop_reason, completion_tokens=tokens)
-        return completion_body(path, text, finish_reason=finish, stop_reason=stop_reason, completion_tokens=tokens)
+        return completion_body(path, text, finish_reason=finish, stop_reason=stop_reason,
+                               completion_tokens=tokens)
 
 
 def _sample(sample_id: str, needle: int, answer_prefix: str = " The special magic number is") -> Sample:
@@ -200,7 +203,8 @@ def test_answer_prefix_after_the_thinking(fake_openai):
 def test_a_template_that_opens_the_thinking(fake_openai):
     fake_openai.responder = ThinkingModel(think_words=3, opened=True)
     sample = _sample("a", 8, answer_prefix="")
-    sample = msgspec.structs.replace(sample, prompt=Prompt(sample.prompt.messages, sample.prompt.text + "<think>\n"))
+    opened = Prompt(sample.prompt.messages, sample.prompt.text + "<think>\n")
+    sample = msgspec.structs.replace(sample, prompt=opened)
     gen = _generate(fake_openai, [sample])["a"]
     assert gen.thinking == "needle=8 w0 w1 w2" and gen.prediction == "The special magic number is 8."
     assert fake_openai.posts()[1].body["prompt"].endswith("<think>\nneedle=8 w0 w1 w2\n</think>\n\n")
@@ -275,8 +279,8 @@ def test_sweep_scores_the_answer_only_and_records_the_thinking(fake_openai, tmp_
         assert row["score"] == (1.0 if int(needle) % 2 == 0 else 0.0)  # ...the score reads the answer
         assert row["thinking_truncated"] is True and row["thinking_tokens"] == 12
         assert row["conditions"]["max_thinking_tokens"] == 12
-    assert {r["prediction"] for r in rows} <= {f"The special magic number is {r['references'][0]}." for r in rows} | {
-        "I do not know."}
+    answers = {f"The special magic number is {r['references'][0]}." for r in rows} | {"I do not know."}
+    assert {r["prediction"] for r in rows} <= answers
     thinking_requests = [p.body for p in fake_openai.posts() if p.body.get("stop") == ["</think>"]]
     assert len(thinking_requests) == 6 and all(b["max_tokens"] == 12 for b in thinking_requests)
     assert all(not b["prompt"].rstrip().endswith("is") for b in thinking_requests)  # no answer prefix
@@ -315,12 +319,14 @@ def test_a_plain_model_ignores_the_budget(fake_openai, tmp_path, default_model_p
     assert "not a reasoning model" in res.output
     posts = fake_openai.posts()
     assert len(posts) == 6 and all("stop" not in p.body and p.body["max_tokens"] == 128 for p in posts)
-    assert all(r["thinking"] is None and r["conditions"]["max_thinking_tokens"] is None for r in _results(out))
+    rows = _results(out)
+    assert all(r["thinking"] is None and r["conditions"]["max_thinking_tokens"] is None for r in rows)
 
 
 def test_a_runner_without_a_thinking_budget_refuses_the_flag(tmp_path):
     res = CliRunner().invoke(cli, ["sweep", "-t", "ruler/niah_single_1", "--lengths", "1k", "-n", "1",
-                                   "--runner", "oracle", "--max-thinking-tokens", "8", "--out", str(tmp_path / "r")])
+                                   "--runner", "oracle", "--max-thinking-tokens", "8",
+                                   "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and "runner oracle has no thinking budget" in res.output
 
 
@@ -333,7 +339,8 @@ def test_budget_and_window(fake_openai, reasoning_tokenizer):
     with pytest.raises(LongctxError, match="thinking budget 100 .* exceeds the context window"):
         runner.check([long])
     assert VLLMRunner(config, VLLMOptions(tokenizer=str(reasoning_tokenizer))).thinking.budget == 2048
-    assert VLLMRunner(config, VLLMOptions(tokenizer=str(reasoning_tokenizer), reasoning="false")).thinking is None
+    plain = VLLMOptions(tokenizer=str(reasoning_tokenizer), reasoning="false")
+    assert VLLMRunner(config, plain).thinking is None
     assert VLLMRunner(config, VLLMOptions(reasoning="true")).thinking is not None  # forced, no template
     assert VLLMRunner(config).thinking is None  # an endpoint without a tokenizer folder: not detected
     with pytest.raises(LongctxError, match="at least 1"):
@@ -365,7 +372,8 @@ def test_hf_budget_forcing_with_the_default_model(smol_tokenizer, niah_sample):
 
     sample = niah_sample(smol_tokenizer, "hf-think", 7340291, repeats=2)
     assert HFRunner(RunnerConfig(model="default")).thinking_budget is None  # its template: no <think>
-    with HFRunner(RunnerConfig(model="default"), HFOptions(reasoning="true", max_thinking_tokens=4)) as runner:
+    forced = HFOptions(reasoning="true", max_thinking_tokens=4)
+    with HFRunner(RunnerConfig(model="default"), forced) as runner:
         (gen,) = runner.generate([sample])
         ident, conditions = runner.identity(), runner.conditions()
     assert gen.error is None, gen.error
@@ -411,8 +419,9 @@ def test_local_models_detected_from_their_template(reasoning_tokenizer, default_
     from longctx.runners.hf import HFOptions, HFRunner
 
     assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer))).thinking_budget == 2048
-    assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer)), HFOptions(max_thinking_tokens=64)).thinking_budget == 64
-    assert HFRunner(RunnerConfig(model=str(reasoning_tokenizer)), HFOptions(reasoning="false")).thinking_budget is None
+    config = RunnerConfig(model=str(reasoning_tokenizer))
+    assert HFRunner(config, HFOptions(max_thinking_tokens=64)).thinking_budget == 64
+    assert HFRunner(config, HFOptions(reasoning="false")).thinking_budget is None
     assert HFRunner(RunnerConfig(model=str(default_model_path))).thinking_budget is None
     assert VLLMRunner(RunnerConfig(model=str(reasoning_tokenizer))).thinking.budget == 2048
     assert VLLMRunner(RunnerConfig(model=str(default_model_path))).thinking is None
