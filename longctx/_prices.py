@@ -251,7 +251,11 @@ def read_price_file(path: str | Path) -> dict[str, Price]:
         try:
             import tomllib
         except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
+            try:
+                import tomli as tomllib  # type: ignore[no-redef]
+            except ImportError:
+                raise LongctxError(f"price file {path}: TOML needs Python 3.11 or the tomli package; "
+                                   "write it as YAML") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
