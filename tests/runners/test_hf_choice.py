@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from longctx.runners.hf import HFRunner
 
 from longctx._choice import choice_scores
 from longctx._protocols import RunnerConfig
 from longctx._records import Choices
-from longctx.runners.hf import HFRunner
 
 
 def test_without_the_model_loaded_choose_refuses(tmp_path):

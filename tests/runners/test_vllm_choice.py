@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import msgspec
 import pytest
+from longctx.runners._vllm_choice import choice_body, parse_choice_response
+from longctx.runners.vllm import VLLMOptions, VLLMRunner
 
 from longctx._protocols import RunnerConfig
 from longctx._records import Choices, Message, Prompt, Sample
-from longctx.runners._vllm_choice import choice_body, parse_choice_response
-from longctx.runners.vllm import VLLMOptions, VLLMRunner
 
 
 class CharTokenizer:
