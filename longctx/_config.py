@@ -91,8 +91,9 @@ DEFAULTS: dict[str, Any] = {
     "max-thinking-tokens": None,
 }
 
-#: flags that steer one invocation, not the run: left out of ``OUT/config.yaml``
-PER_INVOCATION = ("limit", "allow-mixed")
+#: flags that steer one invocation, not the run: left out of ``OUT/config.yaml`` (where it runs:
+#: ``--ray``, ``--ray-shards``, ``--ray-gpus`` do not change results; a resume may run elsewhere)
+PER_INVOCATION = ("limit", "allow-mixed", "ray", "ray-shards", "ray-gpus")
 
 #: file keys that are not flags
 META_KEYS = ("preset",)

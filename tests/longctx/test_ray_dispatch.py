@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 from click.testing import CliRunner
 
@@ -40,39 +39,34 @@ def session(folder: Path, index: int = -1) -> dict:
     return json.loads((folder / "manifest.json").read_text())["sessions"][index]
 
 
-class DiesOnceOptions(msgspec.Struct, forbid_unknown_fields=True):
-    marker: str
-    """Created by the worker that dies; while it exists nobody dies."""
-    log: str
-    """Every sample a worker starts is appended here (one id a line)."""
-    die_at: int = 3
-    """The worker dies (``os._exit``) on this sample of its run (0-based)."""
-    delay_s: float = 0.05
-    """Seconds per sample (so the driver receives the answers before the death)."""
-
-
 @runner("dies-once")
 class DiesOnce(OracleRunner):
-    """The oracle, whose process exits on its ``die_at``-th sample once (first worker there)."""
+    """The oracle, whose worker process exits on its ``die_at``-th sample, once (the first worker
+    there creates ``marker``); every sample it starts is appended to ``log``; ``delay_s`` per sample
+    lets the driver receive the answers before the death.
 
-    Options = DiesOnceOptions
+    Options are a plain mapping: this class travels to the workers by value (the test module is not
+    importable there), which a msgspec Struct defined here cannot."""
+
+    Options = dict[str, str]
 
     def __init__(self, config, options, progress):
         super().__init__(config, None, progress)
-        self.opts = options
+        self.marker, self.log = options["marker"], options["log"]
+        self.die_at, self.delay_s = int(options.get("die_at", 3)), float(options.get("delay_s", 0.05))
 
     def generate(self, samples):
         for n, gen in enumerate(super().generate(samples)):
-            with open(self.opts.log, "a") as fh:
+            with open(self.log, "a") as fh:
                 fh.write(gen.sample_id + "\n")
-            if n == self.opts.die_at:
+            if n == self.die_at:
                 try:
-                    os.close(os.open(self.opts.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                    os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
                 except FileExistsError:
                     pass
                 else:
                     os._exit(1)  # the worker process dies mid-shard
-            time.sleep(self.opts.delay_s)
+            time.sleep(self.delay_s)
             yield gen
 
 
@@ -240,4 +234,8 @@ def test_driver_killed_then_rerun_resumes_without_duplicates(tmp_path, default_m
     assert len(counts) == planned and set(counts.values()) == {1}
     assert f"{planned - killed_at} new, {killed_at} already done" in done.stdout
     assert session(out)["ray"]["address"] == ray_cluster and session(out)["ray"]["shards"] == 2
+    import yaml
+
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["runner"] == "slow-oracle" and not {"ray", "ray-shards"} & set(saved)  # where it ran: not the run
     assert not (out / "results.jsonl").read_bytes().count(b"\n") - planned  # no torn or extra line
