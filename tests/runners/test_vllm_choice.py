@@ -124,3 +124,44 @@ def test_the_real_server_scores_candidates_like_transformers(vllm_server, smol_t
             reference.append(float(logp[n - 1:].gather(-1, ids[0, n:, None]).sum()))
     assert choice["logliks"] == pytest.approx(reference, abs=0.05)
     assert choice["chosen"] == 1 and gen.prediction == " 7340291"
+
+
+class FakeLLM:
+    """``vllm.LLM`` as ``choose_offline`` uses it: a tokenizer and ``generate`` with prompt log-probs;
+    a batch holding a prompt longer than ``max_len`` is rejected as a whole (as vLLM validates)."""
+
+    def __init__(self, max_len: int = 1000):
+        self.max_len, self.calls = max_len, []
+
+    def get_tokenizer(self):
+        class Tok:
+            def encode(self, text, add_special_tokens=False):
+                return [ord(c) for c in text]
+
+        return Tok()
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace
+
+        self.calls.append(len(prompts))
+        assert params.kw["prompt_logprobs"] == 0 and params.kw["max_tokens"] == 1
+        if any(len(p["prompt_token_ids"]) > self.max_len for p in prompts):
+            raise ValueError("prompt too long")
+        return [SimpleNamespace(prompt_logprobs=[None] + [{t: SimpleNamespace(logprob=logprob(t))}
+                                                          for t in p["prompt_token_ids"][1:]]) for p in prompts]
+
+
+def test_offline_engine_path_and_a_rejected_batch(monkeypatch):
+    import sys
+    from types import SimpleNamespace
+
+    from longctx.runners._vllm_choice import choose_offline
+
+    monkeypatch.setitem(sys.modules, "vllm", SimpleNamespace(SamplingParams=lambda **kw: SimpleNamespace(kw=kw)))
+    long = msgspec.structs.replace(sample(9), prompt=Prompt((Message("user", "q"),), "", "", tuple(range(50, 90))))
+    llm = FakeLLM(max_len=30)
+    gens = {g.sample_id: g for g in choose_offline(llm, [sample(0), long, sample(1, correct=1)], seed=1, batch_size=3)}
+    assert llm.calls == [9, 3, 3, 3]  # the batch, then each sample alone
+    assert gens["s9"].error == "prompt too long"
+    for s in (sample(0), sample(1, correct=1)):
+        assert gens[s.id].extra["choice"]["logliks"] == pytest.approx([expected(c) for c in s.choices.candidates])
