@@ -138,6 +138,10 @@ METHODS = """
 runner failed (timeout, server error, context overflow) are <b>errors</b>: they are never scored, are
 excluded from accuracy and its interval, and are counted in their own column; <i>acc. (errors = 0)</i>
 counts them as failures instead.</p>
+<p>Tasks shown as <b>TASK (forced choice)</b> were scored by forced choice (<code>--scoring choice</code>):
+their accuracy is <code>choice_accuracy</code>, the share of samples whose true answer has a strictly higher
+log-likelihood than every distractor (a tie is wrong; chance is 1/candidates), never the accuracy of
+generated answers.</p>
 <p><b>95% CI</b> is the Wilson score interval (Wilson 1927, JASA 22:209-212) of the accuracy over the
 scored samples; for graded metrics (F1, partial match) it treats the mean score as a proportion.
 <b>Latency</b> is the request wall time of scored samples. <b>Cached</b> is the share of engine-counted
