@@ -228,6 +228,10 @@ def jsonl_items(path: Path, task: Any, missing: str, counts: FileScore) -> list[
         if rec.get("task") not in (None, task.name):
             counts.other_tasks += 1
             continue
+        if rec.get("scoring") == "choice":
+            raise LongctxError(f"{where}: a forced-choice result (--scoring choice): its prediction is the "
+                               "chosen candidate and its score choice_accuracy; it is not rescored as a "
+                               "generated answer")
         ident = next((str(rec[k]) for k in _ID_KEYS if rec.get(k) is not None), None)
         if ident is None and not rec.get("error"):
             raise LongctxError(f"{where}: no sample_id or question_id (keys: {', '.join(rec) or 'none'})")

@@ -202,3 +202,10 @@ def test_refused_before_the_run_folder_is_opened(tmp_path, default_model_path, e
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not (out / "results.jsonl").exists() and not (out / "manifest.json").exists()
+
+
+def test_longctx_score_refuses_forced_choice_results(tmp_path, default_model_path):
+    out = tmp_path / "run"
+    assert sweep(out, "test-choice-true", "--scoring", "choice").exit_code == 0
+    res = CliRunner().invoke(cli, ["score", "--task", "ruler/niah_single_1", str(out / "results.jsonl")])
+    assert res.exit_code == 2 and "forced-choice result" in res.output
