@@ -149,7 +149,12 @@ class Runner(Protocol):
         pending sample of each task and length (samples are built as they run) before the run
         folder is opened or an engine started; it raises
         :class:`~longctx.LongctxError` for samples the runner cannot handle (``rag``: a task without
-        a question)."""
+        a question).
+
+        Optional hook: ``choose(samples)``, the same contract as ``generate`` for forced-choice
+        scoring (``--scoring choice``): every sample carries ``Sample.choices`` and each generation
+        holds every candidate's log-likelihood (:func:`longctx._choice.choice_generation`); runners
+        without it are refused for such sweeps (``hf``, ``hope`` and ``vllm`` have it)."""
 
 
 class RunnerConfig(msgspec.Struct, frozen=True):
