@@ -45,6 +45,8 @@ SCORINGS = ("generate", "choice")
 CHOICE_METRIC = "choice_accuracy"
 #: Distractors per sample unless ``--choices`` says otherwise (nested-learning's NIAH uses one).
 DEFAULT_CHOICES = 1
+#: Where ``-inf`` log-likelihoods are clamped (JSON has no infinities).
+NEG_INF_LOGLIK = -1e30
 #: What reports append to the task name of forced-choice results (:func:`report_task`).
 CHOICE_LABEL = " (forced choice)"
 
@@ -122,24 +124,29 @@ def window_error(sample: Sample, n_prompt: int, n_candidate: int, window: int | 
     return None
 
 
-def top_choice(logliks: Sequence[float]) -> int | None:
-    """Index of the unique highest log-likelihood; None when several share the top (a tie)."""
-    best = max(logliks)
+def top_choice(logliks: Sequence[float | None]) -> int | None:
+    """Index of the unique highest log-likelihood; None when several share the top (a tie) or a
+    value is missing (non-finite: the model gave no ranking)."""
+    if any(v is None for v in logliks):
+        return None
+    best = max(logliks)  # type: ignore[type-var]
     top = [i for i, value in enumerate(logliks) if value == best]
     return top[0] if len(top) == 1 else None
 
 
 def choice_generation(sample: Sample, logliks: Sequence[float], tokens: Sequence[int], **fields: Any) -> Generation:
     """The runner's answer: every candidate's log-likelihood in ``extra["choice"]``; ``prediction``
-    is the top candidate's text, ``""`` on a tie at the top. Non-finite values are an error (a
-    failure of the engine, never scored)."""
+    is the top candidate's text, ``""`` when there is none (a tie at the top, or a non-finite value).
+
+    A NaN log-likelihood (the model's logits were NaN) is the model's doing, not the engine's: it is
+    kept as ``null`` with ``non_finite`` set, and the sample scores 0, as garbage generated from
+    such logits would. ``-inf`` (probability 0) is a ranking and is clamped to
+    :data:`NEG_INF_LOGLIK` (JSON has no infinities; vLLM clamps it to -9999 likewise)."""
     assert sample.choices is not None
-    values = [float(v) for v in logliks]
-    if len(values) != len(sample.choices.candidates):
-        return Generation(sample.id, None, error=f"{len(values)} log-likelihoods for "
+    if len(logliks) != len(sample.choices.candidates):
+        return Generation(sample.id, None, error=f"{len(logliks)} log-likelihoods for "
                           f"{len(sample.choices.candidates)} candidates", **fields)
-    if not all(math.isfinite(v) for v in values):
-        return Generation(sample.id, None, error=f"non-finite log-likelihood among {values}", **fields)
+    values = [None if math.isnan(float(v)) else max(float(v), NEG_INF_LOGLIK) for v in logliks]
     chosen = top_choice(values)
     extra = dict(fields.pop("extra", {}))
     extra["choice"] = {
@@ -149,6 +156,8 @@ def choice_generation(sample: Sample, logliks: Sequence[float], tokens: Sequence
         "correct": sample.choices.correct,
         "chosen": chosen,
     }
+    if any(v is None for v in values):
+        extra["choice"]["non_finite"] = True
     extra["choice"].update(choice_details(extra["choice"]))
     prediction = sample.choices.candidates[chosen] if chosen is not None else ""
     return Generation(sample.id, prediction, completion_tokens=0, extra=extra, **fields)
@@ -156,20 +165,24 @@ def choice_generation(sample: Sample, logliks: Sequence[float], tokens: Sequence
 
 def choice_scores(choice: dict[str, Any], sample: Sample) -> dict[str, float]:
     """``{"choice_accuracy": 1.0}`` iff the true candidate's log-likelihood is strictly above every
-    other's (recomputed from the log-likelihoods: a tie is wrong)."""
+    other's (recomputed from the log-likelihoods: a tie is wrong, a missing value is wrong)."""
     assert sample.choices is not None
     logliks, correct = choice["logliks"], sample.choices.correct
+    if any(v is None for v in logliks):
+        return {CHOICE_METRIC: 0.0}
     others = [v for i, v in enumerate(logliks) if i != correct]
     return {CHOICE_METRIC: float(all(logliks[correct] > v for v in others))}
 
 
 def choice_details(choice: dict[str, Any]) -> dict[str, Any]:
     """Rank of the true candidate (1 = best; ties take the worst rank) and its margin over the best
-    other candidate (log-likelihood difference, > 0 when it wins)."""
+    other candidate (log-likelihood difference, > 0 when it wins); None with a missing value."""
     logliks, correct = choice["logliks"], choice["correct"]
+    if any(v is None for v in logliks):
+        return {"rank": None, "margin": None}
     true = logliks[correct]
     others = [v for i, v in enumerate(logliks) if i != correct]
-    return {"rank": 1 + sum(v >= true for v in others), "margin": true - max(others) if others else math.inf}
+    return {"rank": 1 + sum(v >= true for v in others), "margin": true - max(others)}
 
 
 def report_task(task: str, scoring: str) -> str:

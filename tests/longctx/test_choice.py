@@ -67,8 +67,13 @@ def test_choice_generation_keeps_every_loglik_and_refuses_non_finite():
     assert gen.error is None and gen.prediction == " 2" and gen.prompt_tokens == 2
     assert gen.extra["choice"] == {"candidates": [" 1", " 2", " 3"], "logliks": [-3.0, -1.0, -2.5],
                                    "tokens": [1, 1, 1], "correct": 1, "chosen": 1, "rank": 1, "margin": 1.5}
-    bad = choice_generation(s, [-1.0, math.nan, -2.0], [1, 1, 1])
-    assert bad.prediction is None and "non-finite" in bad.error
+    bad = choice_generation(s, [-1.0, math.nan, -2.0], [1, 1, 1])  # the model's NaN logits: wrong, kept
+    assert bad.error is None and bad.prediction == ""
+    assert bad.extra["choice"]["logliks"] == [-1.0, None, -2.0] and bad.extra["choice"]["non_finite"]
+    assert choice_scores(bad.extra["choice"], s) == {CHOICE_METRIC: 0.0}
+    zero = choice_generation(s, [-math.inf, -1.0, -math.inf], [1, 1, 1])  # probability 0: still a ranking
+    assert zero.prediction == " 2" and choice_scores(zero.extra["choice"], s) == {CHOICE_METRIC: 1.0}
+    assert zero.extra["choice"]["logliks"][0] == -1e30
     assert choice_generation(s, [-1.0], [1]).error.startswith("1 log-likelihoods for 3 candidates")
     with pytest.raises(RuntimeError, match="without the log-likelihoods"):
         runner_choice(Generation("s", " 2"), s)
