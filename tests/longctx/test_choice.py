@@ -180,6 +180,8 @@ def test_choice_and_generate_runs_never_share_a_folder(tmp_path, default_model_p
     assert sweep(out, "test-choice-true", "--scoring", "choice").exit_code == 0
     again = sweep(out, "test-choice-true", "--scoring", "choice")
     assert again.exit_code == 0 and "0 new, 4 already done" in again.output
+    resumed = CliRunner().invoke(cli, ["sweep", "--config", str(out)])  # config.yaml keeps the scoring
+    assert resumed.exit_code == 0 and "0 new, 4 already done" in resumed.output, resumed.output
     for other in (["--scoring", "choice", "--choices", "2"], []):
         refused = sweep(out, "test-choice-true", *other)
         assert refused.exit_code == 2 and "different configuration" in refused.output
