@@ -11,10 +11,12 @@ recorded once.
 
 Exactly once, whatever dies:
 
-* a worker that dies (its process killed, its node lost) is restarted by Ray (``max_restarts``)
-  and sent again only the samples of its shard the driver has not received; a generation that
-  arrives twice is dropped. A shard whose worker dies more than ``restarts`` times stops the sweep
-  with :class:`~longctx._errors.EngineGone` (exit code 3; the rerun resumes);
+* a worker that dies (its process killed, its node lost) is replaced by a new actor (Ray places
+  it wherever there is room), which is sent again only the samples of its shard the driver has not
+  received; a generation that arrives twice is dropped. The driver replaces actors itself rather
+  than letting Ray restart them, so each death is counted once and no call can reach a stale
+  incarnation. A shard whose worker dies more than ``restarts`` times stops the sweep with
+  :class:`~longctx._errors.EngineGone` (exit code 3; the rerun resumes);
 * a driver that dies takes its actors with it (Ray ties them to their owner); the rerun of the same
   command resumes from the run folder like any sweep (the planned samples not yet recorded).
 
@@ -59,7 +61,7 @@ class RaySettings:
     """Shards, one Ray actor each; default: as many as the cluster's CPUs (with ``num_gpus``: its
     GPUs) hold, at most one per sample."""
     restarts: int = 3
-    """Times one shard's worker may die and be restarted before the sweep stops."""
+    """Times one shard's worker may die and be replaced before the sweep stops."""
     num_cpus: float = 1.0
     """CPUs each worker reserves (Ray sets its threads to match)."""
     num_gpus: float = 0.0
@@ -251,6 +253,7 @@ class RayShards:
         self._workers: list[dict[str, Any]] = []
         self._cluster: dict[str, Any] = {}
         self._deaths = 0
+        self._actor_cls: Any = None
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def __enter__(self) -> RayShards:
@@ -303,12 +306,12 @@ class RayShards:
         else:
             n = s.shards or int(self._cluster["cpus"] // s.num_cpus if s.num_cpus else self._cluster["cpus"])
         n = max(1, min(n, self.samples))
-        actor_cls = ray.remote(ShardWorker).options(
-            num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=s.restarts, max_task_retries=0,
+        self._actor_cls = ray.remote(ShardWorker).options(
+            num_cpus=s.num_cpus, num_gpus=s.num_gpus, max_restarts=0, max_task_retries=0,
         )
         self.progress.log(f"ray: starting {n} workers ({self._cluster['nodes']} nodes, "
                           f"{self._cluster['cpus']:g} CPUs, {self._cluster['gpus']:g} GPUs)")
-        self._shards = [_Shard(i, actor_cls.remote(self.factory, self.config, self.options, i)) for i in range(n)]
+        self._shards = [_Shard(i, self._new_actor(i)) for i in range(n)]
         refs = [sh.actor.describe.remote() for sh in self._shards]
         _, waiting = ray.wait(refs, num_returns=len(refs), timeout=READY_S)
         if waiting:
@@ -316,12 +319,19 @@ class RayShards:
                              f"(the cluster has {self._cluster['cpus']:g} CPUs, {self._cluster['gpus']:g} "
                              "GPUs); fewer --ray-shards, or add nodes")
         self._workers = [self._get(ref) for ref in refs]
-        first = self._workers[0]["conditions"]
         for i, worker in enumerate(self._workers[1:], 1):
-            diff = mixed_conditions([first], worker["conditions"]) or mixed_conditions([worker["conditions"]], first)
-            if diff:
-                raise LongctxError(f"ray: workers 0 and {i} ({worker['host']}) would run under different "
-                                   f"conditions ({'; '.join(diff)}); install the same versions on every node")
+            self._check_alike(i, worker)
+
+    def _new_actor(self, shard: int) -> Any:
+        return self._actor_cls.remote(self.factory, self.config, self.options, shard)
+
+    def _check_alike(self, i: int, worker: dict[str, Any]) -> None:
+        """Refuse worker ``i`` when its runner would run under other conditions than worker 0's."""
+        first = self._workers[0]["conditions"]
+        diff = mixed_conditions([first], worker["conditions"]) or mixed_conditions([worker["conditions"]], first)
+        if diff:
+            raise LongctxError(f"ray: workers 0 and {i} ({worker['host']}) would run under different "
+                               f"conditions ({'; '.join(diff)}); install the same versions on every node")
 
     def __exit__(self, *exc: object) -> None:
         ray = self._ray
@@ -406,17 +416,34 @@ class RayShards:
             sh.adds += 1
 
     def _restart(self, sh: _Shard, exc: BaseException) -> None:
-        """After ``sh``'s worker died: count it, and send its unreceived samples again (Ray has
-        restarted the actor, or will)."""
-        sh.deaths += 1
-        self._deaths += 1
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if sh.deaths > self.settings.restarts or getattr(exc, "actor_init_failed", False):
-            raise EngineGone(f"ray shard {sh.index}: its worker died {sh.deaths} times (last: {reason}); "
-                             f"its {len(sh.sent) + len(sh.queue)} unrecorded samples stay pending, rerun to resume")
-        self.progress.log(f"ray shard {sh.index}: worker died ({reason}); restarted, rerunning its "
-                          f"{len(sh.sent)} unrecorded samples in flight")
-        sh.actor.reset.remote()  # a worker that was only unreachable drops what it still had
+        """After ``sh``'s worker died: count it, start a new worker for the shard (its runner built
+        before going on) and send it the shard's samples the driver has not received."""
+        ray = self._ray
+        while True:
+            sh.deaths += 1
+            self._deaths += 1
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if sh.deaths > self.settings.restarts:
+                raise EngineGone(f"ray shard {sh.index}: its worker died {sh.deaths} times (last: {reason}); "
+                                 f"its {len(sh.sent) + len(sh.queue)} unrecorded samples stay pending, "
+                                 "rerun to resume")
+            self.progress.log(f"ray shard {sh.index}: worker died ({reason}); starting a new one for its "
+                              f"{len(sh.sent) + len(sh.queue)} unrecorded samples")
+            try:
+                ray.kill(sh.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+            sh.actor = self._new_actor(sh.index)
+            try:
+                worker = ray.get(sh.actor.describe.remote())
+            except ray.exceptions.RayTaskError as err:  # its runner cannot be built (any more)
+                raise _cause(err) from None
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                exc = err
+                continue
+            self._check_alike(sh.index, worker)
+            self._workers[sh.index] = worker
+            break
         resend = list(sh.sent.values())
         for start in range(0, len(resend), self.chunk):
             sh.actor.add.remote(resend[start:start + self.chunk])

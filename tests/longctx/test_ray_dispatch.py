@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from longctx.runners.oracle import OracleRunner
 
 from longctx._dispatch import ray_settings
 from longctx._errors import LongctxError
@@ -26,7 +27,6 @@ from longctx._ray_dispatch import RaySettings, RayShards, split_shards
 from longctx._registry import runner
 from longctx._sweep import SweepSpec, run_sweep
 from longctx.cli.main import cli
-from longctx.runners.oracle import OracleRunner
 
 HERE = Path(__file__).parent
 
