@@ -143,3 +143,27 @@ def test_ruler_keys_are_those_of_the_built_samples(variant, smol_tokenizer):
     fresh = get_task(f"ruler/{variant}", {})
     assert fresh.build_sample(grid, smol_tokenizer, keys[-1]) == built[-1]
     assert fresh.build_sample(grid, smol_tokenizer, keys[0]) == built[0]
+
+
+def test_resuming_a_finished_sweep_builds_no_sample(tmp_path, monkeypatch, default_model_path):
+    from click.testing import CliRunner
+
+    from longctx.cli.main import cli
+    from longctx.tasks.ruler_niah import RulerNiah
+
+    args = ["sweep", "-t", "ruler/niah_single_1", "-t", "ruler/niah_multikey_2", "--lengths", "1k,2k",
+            "--depths", "0:100:3", "-n", "2", "--runner", "oracle", "--out", str(tmp_path / "run")]
+    built = []
+    real = RulerNiah.build_sample
+    monkeypatch.setattr(RulerNiah, "build_sample", lambda self, *a: built.append(a[-1].id) or real(self, *a))
+    first = CliRunner().invoke(cli, [*args, "--limit", "5"], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    assert len(built) == 5 + 1  # what ran, and the preview of the first pending sample of its task
+    built.clear()
+    rest = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "19 new, 5 already done, 24 planned" in rest.output
+    assert len(set(built)) == 19 and len(built) <= 19 + 2  # only what was owed (+ one preview per task)
+    built.clear()
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert "0 new, 24 already done" in again.output
+    assert built == []
