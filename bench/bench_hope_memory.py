@@ -24,13 +24,18 @@ Against an older implementation (never committed; copies taken with ``git show``
 adds ``hope-old`` (the old implementation running the old checkpoint) and ``hope-same`` (this
 implementation running the same old checkpoint: the speed-up at equal maths and weights), and
 prints the prefill-speed ratios hope-same/hope-old, hope/hope-old and hope/transformer. Speeds are
-in wall time and in process CPU time (``cpu_tok_s``; what the work costs on a shared machine).
+in wall time and in process CPU time (``cpu_tok_s``; what the work costs on a shared machine); the
+load average is printed at the start and the end. One run for speed ratios and the memory target::
+
+    nice -n 10 python bench/bench_hope_memory.py --old-model /tmp/old_model.py --old-checkpoint /tmp/old-hope-demo \
+        --variants hope-old,hope,transformer --lengths 1024,4096,65536 --limit hope-old=4096 --limit transformer=4096
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -124,6 +129,8 @@ def main() -> None:
     p.add_argument("--random", action="store_true", help="random weights of the demo config, not the checkpoints")
     p.add_argument("--old-model", help="copy of an older runners/hope/model.py (variant hope-old)")
     p.add_argument("--old-checkpoint", help="checkpoint folder for hope-old and hope-same")
+    p.add_argument("--limit", action="append", default=[], metavar="VARIANT=LENGTH",
+                   help="skip lengths above LENGTH for VARIANT (e.g. transformer=4096: its 64K prefill takes minutes)")
     p.add_argument("--child", nargs=2, metavar=("VARIANT", "LENGTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -132,9 +139,13 @@ def main() -> None:
         return
     variants = args.variants.split(",")
     lengths = [int(x) for x in args.lengths.split(",")]
+    limits = {v: int(n) for v, n in (item.split("=") for item in args.limit)}
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     rows: dict[tuple[str, int], dict] = {}
     for variant in variants:
         for length in lengths:
+            if length > limits.get(variant, length):
+                continue
             cmd = [sys.executable, __file__, "--child", variant, str(length), "--prefill-chunk",
                    str(args.prefill_chunk), "--decode", str(args.decode), "--threads", str(args.threads)]
             if args.random:
@@ -151,6 +162,7 @@ def main() -> None:
             print(f"  {variant:12s} {length:6d}: peak growth {r['peak_growth_mb']:8.1f} MB  state {r['state_mb']:7.2f} MB"
                   f"  prefill {r['prefill_tok_s']:6d} tok/s ({r['cpu_tok_s']:6d} per CPU s)"
                   f"  decode {r['decode_tok_s']:6.1f} tok/s", flush=True)
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     header = f"{'length':>7} | " + " | ".join(f"{v + ' growth MB':>22} {'state MB':>9} {'prefill tok/s':>13}" for v in variants)
     print("\n" + header + "\n" + "-" * len(header))
     for length in lengths:

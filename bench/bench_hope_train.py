@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import random
 import statistics
 import sys
@@ -75,6 +76,7 @@ def main() -> None:
         opts[name].step()
 
     order = [n for n in ("hope (old)", "hope", "transformer") if n in models]
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     results = {}
     for length in (int(x) for x in args.lengths.split(",")):
         rng = random.Random(length)
@@ -100,6 +102,7 @@ def main() -> None:
             results[(name, length)] = (statistics.median(cpu[name]), statistics.median(wall[name]))
             print(f"  T={length:5d} (batch {B}x{T})  {name:12s} {results[(name, length)][0]:8.0f} tok/s CPU"
                   f"  {results[(name, length)][1]:8.0f} tok/s wall", flush=True)
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
     print("\ntraining tokens/s (median of rounds, process CPU time):")
     lengths = sorted({length for _, length in results})
     header = f"{'length':>7} | " + " | ".join(f"{n:>12}" for n in order) + " | hope/old | hope/transformer"
