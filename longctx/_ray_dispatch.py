@@ -387,8 +387,7 @@ class RayShards:
                     gens, idle = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # the runner raised: as without Ray
                     raise _cause(exc) from None
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
-                        ray.exceptions.ObjectLostError) as exc:
+                except _died(ray) as exc:
                     self._restart(sh, exc)
                     self._feed(sh, todo, ahead=1)
                     polls[sh.actor.poll.remote()] = (sh, sh.adds)
@@ -438,7 +437,7 @@ class RayShards:
                 worker = ray.get(sh.actor.describe.remote())
             except ray.exceptions.RayTaskError as err:  # its runner cannot be built (any more)
                 raise _cause(err) from None
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+            except _died(ray) as err:
                 exc = err
                 continue
             self._check_alike(sh.index, worker)
@@ -455,9 +454,17 @@ class RayShards:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
             raise _cause(exc) from None
-        except ray.exceptions.RayActorError as exc:
+        except _died(ray) as exc:
             first = str(exc).strip().splitlines()[0]
             raise EngineGone(f"ray: a worker died while starting ({first})") from None
+
+
+def _died(ray: Any) -> tuple[type[BaseException], ...]:
+    """What Ray raises for a call whose worker is gone: the actor died or cannot be reached, its
+    process crashed, Ray's memory monitor killed it (the node ran low on memory), its node died."""
+    errors = ray.exceptions
+    return (errors.RayActorError, errors.WorkerCrashedError, errors.ObjectLostError,
+            errors.OutOfMemoryError, errors.NodeDiedError)
 
 
 def _cause(exc: Any) -> BaseException:
