@@ -263,8 +263,10 @@ def run_sweep(spec: SweepSpec, progress: Progress | None = None) -> SweepOutcome
             left = plan.pending(store.latest(), spec.keep_errors)
             outcome.pending = left.new + left.retry
             store.update_manifest(finished_at=time.time(), recorded=len(store.latest()), pid=os.getpid())
+            cap = {} if spend is None else {"cost_cap": {  # what --max-cost-usd saw, for the record
+                "max_cost_usd": spend.cap, "price": spend.pricing.label, "spent_usd": spend.spent}}
             store.update_session(finished_at=time.time(), recorded=tally.new, errors=tally.errors,
-                                 stopped=outcome.stopped, **placement(engine))
+                                 stopped=outcome.stopped, **placement(engine), **cap)
         return outcome
     finally:
         store.close()

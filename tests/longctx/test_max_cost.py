@@ -69,6 +69,9 @@ def test_cap_stops_with_exit_code_5_and_a_higher_cap_resumes(tmp_path, prices, d
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["sessions"][-1]["stopped"].startswith("the run folder spent $")
     assert "engine_ready_at" not in manifest["sessions"][-1]  # stopped before the engine started
+    cost_cap = manifest["sessions"][-1]["cost_cap"]
+    assert cost_cap["max_cost_usd"] == cap and cost_cap["spent_usd"] == pytest.approx(spent[-1])
+    assert cost_cap["price"] == f"default from {prices}"
 
     with pytest.raises(CostCapReached):  # the Python API takes the same settings
         longctx.sweep(tasks="ruler/niah_single_1", lengths="1k", depths="0:100:3", samples=2, runner="oracle",
