@@ -58,8 +58,8 @@ compare: install
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=bm25 -m default -c 1 -o $(COMPARE_OUT)/rag-bm25
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=dense -m default -c 1 -o $(COMPARE_OUT)/rag-dense
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rlm -m default -c 1 \
-		-R max_iterations=1 -R root_max_tokens=128 -R sub_max_tokens=64 -o $(COMPARE_OUT)/rlm
-	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r hope -m hope-demo -o $(COMPARE_OUT)/hope-demo
+		-R max_iterations=1 -R root_max_tokens=64 -R sub_max_tokens=32 -o $(COMPARE_OUT)/rlm
+	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r hope -m hope-demo -R threads=1 -o $(COMPARE_OUT)/hope-demo
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r hope -m transformer-demo -o $(COMPARE_OUT)/transformer-demo
 	$(BIN)/longctx compare $(COMPARE_OUT)/vllm-full $(COMPARE_OUT)/rag-bm25 $(COMPARE_OUT)/rag-dense \
 		$(COMPARE_OUT)/rlm $(COMPARE_OUT)/hope-demo $(COMPARE_OUT)/transformer-demo \
