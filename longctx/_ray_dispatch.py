@@ -366,8 +366,11 @@ class RayShards:
 
     def placement(self) -> dict[str, Any]:
         """Where this session ran, for its session record: the Ray cluster, the shards and the
-        worker of each (host, node, pid), and how many times workers died and were restarted."""
-        workers = [{k: w[k] for k in ("host", "node_ip", "pid")} for w in self._workers]
+        worker of each (host, node, pid, the servers its runner used), and how many times workers
+        died and were replaced."""
+        workers = [{**{k: w[k] for k in ("host", "node_ip", "pid")},
+                    **({"servers": w["conditions"]["servers"]} if w["conditions"].get("servers") else {})}
+                   for w in self._workers]  # the servers each worker's runner sends to (or launched)
         return {"ray": {**self._cluster, "shards": len(workers), "chunk": self.chunk, "workers": workers,
                         "worker_deaths": self._deaths}}
 
