@@ -114,22 +114,35 @@ def print_comparison(comp: Comparison, console: Console) -> None:
     from longctx.reports.aggregate import length_label
     from rich.table import Table
 
+    runs = list(dict.fromkeys([r for p in comp.pairs for r in (p.run_a, p.run_b)]))
+    number = {run: str(i) for i, run in enumerate(runs, 1)}
+    console.print("runs: " + ", ".join(f"{number[r]} = {r}" for r in runs), highlight=False)
     for p in comp.pairs:
         style = "green" if p.kind == "identical" else "yellow"
         console.print(
             f"{p.run_a} vs {p.run_b}: [{style}]{p.kind}[/{style}] samples ({p.note})", highlight=False
         )
     for task in comp.depth_axes:
+        longest = max((len(f"{number.get(r, '')} {r}") for r in runs), default=3)
         table = Table(
             title=f"{task}  (all lengths)",
             title_justify="left",
             caption_justify="left",
             caption=f"eff. len: accuracy >= {comp.threshold:g}% up to there (RULER) / the same on the "
-            "Wilson lower bound; s/sample, prompt tokens and USD per sample (" + comp.prices + ")",
+            "Wilson lower bound",
         )
-        table.add_column("run", overflow="fold")
-        for name in ("acc %", "95% CI", "scored", "err", "eff. len", "s/sample", "prompt", "USD"):
+        cost_table = Table(
+            title=f"{task}  cost per sample (all lengths)",
+            title_justify="left",
+            caption_justify="left",
+            caption="wall seconds, prompt tokens sent and USD per sample (" + comp.prices + ")",
+        )
+        for t in (table, cost_table):
+            t.add_column("run", no_wrap=True, min_width=min(longest, 24))
+        for name in ("acc %", "95% CI", "scored", "err", "eff. len"):
             table.add_column(name, justify="right", no_wrap=True)
+        for name in ("s/sample", "prompt", "USD"):
+            cost_table.add_column(name, justify="right", no_wrap=True)
         for m in comp.lengths:
             if m.task != task or m.length is not None:
                 continue
@@ -137,18 +150,17 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             eff = next(e for e in comp.effective if e.run == m.run and e.task == task)
             cost = next(c for c in comp.costs if c.run == m.run and c.task == task and c.length is None)
             ci = "-" if s.ci_low is None else f"{100 * s.ci_low:.0f}-{100 * s.ci_high:.0f}"
-            table.add_row(
-                m.run,
-                _pct(s.accuracy),
-                ci,
-                str(s.scored),
-                str(s.errors),
-                f"{eff.label} / {eff.conservative}",
+            label = f"{number.get(m.run, '')} {m.run}".strip()
+            table.add_row(label, _pct(s.accuracy), ci, str(s.scored), str(s.errors),
+                          f"{eff.label} / {eff.conservative}")
+            cost_table.add_row(
+                label,
                 "-" if cost.latency_s is None else f"{cost.latency_s:.2f}",
                 "-" if cost.prompt_tokens is None else f"{cost.prompt_tokens:,.0f}",
                 "-" if cost.usd_per_sample is None else f"{cost.usd_per_sample:.6g}",
             )
         console.print(table)
+        console.print(cost_table)
         tests = [t for t in comp.tests if t.task == task and t.length is None]
         if not tests:
             continue
@@ -156,17 +168,18 @@ def print_comparison(comp: Comparison, console: Console) -> None:
             title=f"{task}  paired, all lengths",
             title_justify="left",
             caption_justify="left",
-            caption="A-B in points; p Holm-adjusted over all tests; errors left out",
+            caption="A, B: run numbers (above); A-B in points; p Holm-adjusted over all tests; errors "
+            "left out",
         )
         for name in ("A", "B"):
-            table.add_column(name, overflow="fold")
+            table.add_column(name, justify="right", no_wrap=True)
         for name in ("pairs", "only A", "only B", "A-B", "95% CI", "test", "p Holm"):
             table.add_column(name, justify="right", no_wrap=True)
         for t in tests:
             sig = t.p_holm is not None and t.p_holm < 0.05
             table.add_row(
-                t.run_a,
-                t.run_b,
+                number.get(t.run_a, t.run_a),
+                number.get(t.run_b, t.run_b),
                 str(t.pairs),
                 str(t.only_a),
                 str(t.only_b),
