@@ -37,6 +37,8 @@ def test_page_json_and_summary(tmp_path):
     assert result.output.strip().splitlines()[-2:] == [str(page.resolve()), str(out.resolve())]
     assert "vllm vs rag: equivalent samples" in result.output  # niah_results records no sample_hash
     assert "paired, all lengths" in result.output and "mcnemar" in result.output
+    assert "runs: 1 = vllm, 2 = rag" in result.output  # paired rows name runs by these numbers
+    assert max(len(line) for line in result.output.splitlines()[:-2]) <= 80  # fits a terminal
 
     data = json.loads(out.read_text())
     assert [r["label"] for r in data["runs"]] == ["vllm", "rag"]
