@@ -47,7 +47,9 @@ FORMAT_VERSION = 2
 
 #: session conditions that can change greedy results; ``concurrency`` and ``max_num_seqs`` do not
 #: when both sessions ran deterministic
-CONDITION_KEYS = ("engine_version", "dtype", "deterministic", "concurrency", "max_num_seqs")
+CONDITION_KEYS = (
+    "engine_version", "dtype", "deterministic", "concurrency", "max_num_seqs", "max_thinking_tokens",
+)
 BATCH_KEYS = ("concurrency", "max_num_seqs")
 
 SYNC_INTERVAL_S = 0.1

@@ -131,6 +131,9 @@ def test_mixed_conditions_names_what_differs():
     assert mixed_conditions([old], {**old, "dtype": "float32", "engine_version": "0.33.0"}) == [
         "engine_version 0.32.0 -> 0.33.0", "dtype bfloat16 -> float32"]
     assert mixed_conditions([old], {**old, "dtype": None}) == []  # unknown is not compared
+    thinking = {**old, "max_thinking_tokens": 1024}
+    assert mixed_conditions([thinking], {**thinking, "max_thinking_tokens": 64}) == [
+        "max_thinking_tokens 1024 -> 64"]  # a reasoning model's thinking budget changes answers
     det = {**old, "dtype": "float32", "deterministic": True, "max_num_seqs": 1}
     assert mixed_conditions([det], {**det, "concurrency": 1}) == []  # deterministic: batch-independent
     assert mixed_conditions([det], {**old, "concurrency": 4}) == ["dtype float32 -> bfloat16",
