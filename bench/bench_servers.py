@@ -21,7 +21,7 @@ prefix cache (sum of the records' ``cached_tokens`` over ``prompt_tokens``), and
 time relative to the first row.
 
     python bench/bench_servers.py [--lengths 1k,2k,4k] [--depths 0:100:3] [--samples 1]
-        [--cap 4096] [--json FILE]
+        [--cap 4096] [--all] [--json FILE]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--depths", default="0:100:3")
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument("--cap", type=int, default=4096, help="-R max_tokens_in_flight of the capped row")
+    parser.add_argument("--all", action="store_true", help="also 2 servers in plain order and at -c 2")
     parser.add_argument("--json", help="write the measurements here too")
     args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
@@ -130,8 +131,8 @@ def main() -> None:
         ("1 server, 1 core", [first], [("-c 4, prefix scheduler", 4, [])]),
         ("2 servers, 1 core each", [first, second], [
             ("-c 4, prefix scheduler", 4, []),
-            ("-c 4, plain order", 4, ["prefix_scheduler=false"]),
-            ("-c 2, prefix scheduler", 2, []),
+            *([("-c 4, plain order", 4, ["prefix_scheduler=false"]),
+               ("-c 2, prefix scheduler", 2, [])] if args.all else []),
         ]),
     ]
     results: list[tuple[str, str, dict]] = []
