@@ -153,15 +153,9 @@ class HopeRunner:
             return Generation(sample.id, None, error="empty prompt")
         if (too_long := window_error(sample, len(ids), self.model.context_window)) is not None:
             return too_long
-        lm, device, step = self._lm, self.options.device, self.options.prefill_chunk
-        state = self._state if (self.options.carry_state and self._state is not None) else None
-        learn = self.options.cms_learning
-        # inference mode (cheaper per op than no_grad) unless the CMS learns at test time (autograd)
-        grad_free = torch.no_grad if (learn and lm.cfg.cms_learns) else torch.inference_mode
-        with grad_free():
-            for start in range(0, len(ids), step):
-                piece = torch.tensor([ids[start:start + step]], dtype=torch.long, device=device)  # (1, n)
-                logits, state = lm(piece, state, learn=learn, logits="last")            # (1, 1, V)
+        lm, device = self._lm, self.options.device
+        with self._grad_free():
+            logits, state = self._stream_prompt(ids)
             eos = self._tok.eos_token_id
             new: list[int] = []
             while len(new) < sample.max_new_tokens:
@@ -178,6 +172,23 @@ class HopeRunner:
         return Generation(sample.id, text, prompt_tokens=len(ids), cached_tokens=0, completion_tokens=len(new),
                           extra={"finish_reason": finish, "state_bytes": state.nbytes(),
                                  "state_position": state.position})
+
+    def _grad_free(self) -> Any:
+        """Inference mode (cheaper per op than no_grad) unless the CMS learns at test time (autograd)."""
+        torch = self._torch
+        learns = self.options.cms_learning and self._lm.cfg.cms_learns
+        return torch.no_grad() if learns else torch.inference_mode()
+
+    def _stream_prompt(self, ids: list[int]) -> tuple[Any, Any]:
+        """Feed the prompt in ``prefill_chunk`` pieces from a fresh state (or the carried one):
+        the last position's logits (1, 1, V) and the state after the prompt."""
+        torch, lm, device, step = self._torch, self._lm, self.options.device, self.options.prefill_chunk
+        state = self._state if (self.options.carry_state and self._state is not None) else None
+        logits = None
+        for start in range(0, len(ids), step):
+            piece = torch.tensor([ids[start:start + step]], dtype=torch.long, device=device)   # (1, n)
+            logits, state = lm(piece, state, learn=self.options.cms_learning, logits="last")  # (1, 1, V)
+        return logits, state
 
     def generate(self, samples: Sequence[Sample]) -> Iterator[Generation]:
         """Generations in the order given, one sample at a time; failures become ``error``."""
@@ -198,14 +209,9 @@ class HopeRunner:
         if (too_long := choice_window_error(sample, len(ids), max(map(len, cands)),
                                             self.model.context_window)) is not None:
             return too_long
-        lm, device, step = self._lm, self.options.device, self.options.prefill_chunk
-        state = self._state if (self.options.carry_state and self._state is not None) else None
-        learn = self.options.cms_learning
-        grad_free = torch.no_grad if (learn and lm.cfg.cms_learns) else torch.inference_mode
-        with grad_free():
-            for start in range(0, len(ids), step):
-                piece = torch.tensor([ids[start:start + step]], dtype=torch.long, device=device)  # (1, n)
-                logits, state = lm(piece, state, learn=learn, logits="last")            # (1, 1, V)
+        lm, device = self._lm, self.options.device
+        with self._grad_free():
+            logits, state = self._stream_prompt(ids)
             state.detach_()
 
             def extend(piece: list[int]) -> Any:
