@@ -51,10 +51,10 @@ _KWARGS = {
     "choices": "choices",
     "max_cost_usd": "max-cost-usd",
     "prices": "prices",
+    "max_thinking_tokens": "max-thinking-tokens",
     "ray": "ray",
     "ray_shards": "ray-shards",
     "ray_gpus": "ray-gpus",
-    "max_thinking_tokens": "max-thinking-tokens",
 }
 
 
@@ -153,10 +153,10 @@ def sweep(
     choices: int | None = None,
     max_cost_usd: float | None = None,
     prices: str | Path | None = None,
+    max_thinking_tokens: int | None = None,
     ray: str | None = None,
     ray_shards: int | None = None,
     ray_gpus: float | None = None,
-    max_thinking_tokens: int | None = None,
     progress: Progress | None = None,
 ) -> SweepOutcome:
     """Run a sweep (resumable) and return what it did; the same settings as ``longctx sweep``.

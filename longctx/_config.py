@@ -51,10 +51,10 @@ SETTINGS: dict[str, str] = {
     "choices": "int",
     "max-cost-usd": "float",
     "prices": "path",
+    "max-thinking-tokens": "int",
     "ray": "str",
     "ray-shards": "int",
     "ray-gpus": "float",
-    "max-thinking-tokens": "int",
 }
 
 #: what ``longctx sweep`` uses for a setting nobody gave (kept equal to the command's defaults by a test)
@@ -85,10 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "choices": None,
     "max-cost-usd": None,
     "prices": None,
+    "max-thinking-tokens": None,
     "ray": None,
     "ray-shards": None,
     "ray-gpus": None,
-    "max-thinking-tokens": None,
 }
 
 #: flags that steer one invocation, not the run: left out of ``OUT/config.yaml`` (where it runs:

@@ -19,20 +19,9 @@ then, after the closed thinking, the answer within the sample's budget; only the
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-
 from typing import Any, Literal
 
 import msgspec
-
-from longctx._errors import LongctxError
-from longctx._models import resolve_model
-from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
-from longctx._records import Generation, Sample
-from longctx._registry import runner
-from longctx._tokenizer import hf_tokenizer
-from longctx._versions import dist_version
-from longctx._choice import candidate_ids, choice_generation
-from longctx._choice import window_error as choice_window_error
 from longctx.runners._in_process import generate_each, prompt_ids, window_error
 from longctx.runners._in_process_choice import continuation_logliks
 from longctx.runners._openai_client import one_line
@@ -43,6 +32,17 @@ from longctx.runners._reasoning import (
     split_thinking,
     template_mentions,
 )
+
+from longctx._choice import candidate_ids, choice_generation
+from longctx._choice import window_error as choice_window_error
+from longctx._errors import LongctxError
+from longctx._models import resolve_model
+from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
+from longctx._records import Generation, Sample
+from longctx._registry import runner
+from longctx._tokenizer import hf_tokenizer
+from longctx._versions import dist_version
+
 
 class HFOptions(msgspec.Struct, forbid_unknown_fields=True):
     """``-O key=value`` options of runner ``hf``."""
@@ -96,7 +96,6 @@ class HFRunner:
             self.thinking_budget = self.options.max_thinking_tokens or DEFAULT_THINKING_TOKENS
         elif self.options.max_thinking_tokens is not None:
             self.progress.log(f"{config.model} is not a reasoning model: the thinking budget is ignored")
-
 
     def __enter__(self) -> HFRunner:
         try:
@@ -152,7 +151,6 @@ class HFRunner:
     def conditions(self) -> dict[str, Any]:
         """What can change results besides the sample and the model: a reasoning model's budget."""
         return {"max_thinking_tokens": self.thinking_budget}
-
 
     def _eos_ids(self) -> list[int]:
         eos = self._lm.generation_config.eos_token_id

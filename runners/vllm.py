@@ -26,19 +26,10 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import closing
-
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-
-from longctx._errors import EngineGone, LongctxError
-from longctx._models import ResolvedModel, resolve_model
-from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
-from longctx._records import Generation, Sample
-from longctx._registry import runner
-from longctx._tokenizer import hf_tokenizer
-from longctx._versions import dist_version
 from longctx.runners._openai_client import ClientConfig, RequestSpec, normalise_base_url
 from longctx.runners._reasoning import (
     DEFAULT_THINKING_TOKENS,
@@ -50,6 +41,15 @@ from longctx.runners._reasoning import (
 )
 from longctx.runners._vllm_endpoint import Endpoint, RemoteTokenizer
 from longctx.runners._vllm_server import ServerConfig, VLLMServer
+
+from longctx._errors import EngineGone, LongctxError
+from longctx._models import ResolvedModel, resolve_model
+from longctx._protocols import NullProgress, Progress, RunnerConfig, Tokenizer
+from longctx._records import Generation, Sample
+from longctx._registry import runner
+from longctx._tokenizer import hf_tokenizer
+from longctx._versions import dist_version
+
 
 class VLLMOptions(msgspec.Struct, forbid_unknown_fields=True):
     """``-O key=value`` options of runner ``vllm``."""

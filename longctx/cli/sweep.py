@@ -109,9 +109,9 @@ def sweep(task_names: tuple[str, ...], lengths: str, depths: str, samples: int, 
           timeout_s: float, retries: int,
           chat_only: bool, task_opts: tuple[str, ...], runner_opts: tuple[str, ...], out: Path,
           limit: int | None, keep_errors: bool, max_errors: int | None, deterministic: bool,
-          allow_mixed: bool, max_cost_usd: float | None, prices: Path | None,
+          allow_mixed: bool, max_cost_usd: float | None, prices: Path | None, max_thinking_tokens: int | None = None,
           ray_address: str | None = None, ray_shards: int | None = None,
-          ray_gpus: float | None = None, max_thinking_tokens: int | None = None, scoring: str = "generate", choices: int | None = None) -> None:
+          ray_gpus: float | None = None, scoring: str = "generate", choices: int | None = None) -> None:
     """Run tasks over lengths x depths with a runner; resumable."""
     from longctx.cli._progress import RichProgress
 
