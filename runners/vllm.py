@@ -417,31 +417,13 @@ class VLLMRunner:
             return
         if self.endpoint is None:
             raise RuntimeError("runner vllm: use it as a context manager (`with runner: ...`)")
-        client = ClientConfig(
-            base_url=self.endpoint.base_url,
-            api_key=None if self.server else os.environ.get(self.config.api_key_env) or None,
-            timeout_s=self.config.timeout_s,
-            retries=self.config.retries,
-            gone_after=max(1, self.options.gone_after),
-        )
+        client = self._client_config()
         server = self.server
         encode = self.tokenizer().encode
-        try:
-            with closing(choose_all(client, samples, encode, model=self.endpoint.model, seed=self.config.seed,
-                                    concurrency=self._concurrency(),
-                                    engine_alive=server.alive if server is not None else None)) as generations:
-                for generation in generations:
-                    if generation.error and server is not None and server.died(
-                        wait_s=2.0 if generation.error.startswith("HTTP 5") else 0.0
-                    ):
-                        raise EngineGone(generation.error)
-                    yield generation
-        except EngineGone as exc:
-            if server is None:
-                raise
-            if server.died():
-                raise server.failure(f"died during the run (code {server.process.returncode})", EngineGone) from None
-            raise server.failure(f"stopped answering ({exc})", EngineGone) from None
+        yield from self._watched(
+            choose_all(client, samples, encode, model=self.endpoint.model, seed=self.config.seed,
+                       concurrency=self._concurrency(), engine_alive=server.alive if server is not None else None),
+            server, None)
 
     # ---- generation -------------------------------------------------------------------------------
 
@@ -458,13 +440,7 @@ class VLLMRunner:
         extra: tuple[tuple[str, Any], ...] = ()
         if self.config.mode == "completions" and launched_or_vllm:
             extra = (("add_special_tokens", False),)  # text prompts are fully rendered: no extra BOS
-        client = ClientConfig(
-            base_url=self.endpoint.base_url,
-            api_key=None if self.server else os.environ.get(self.config.api_key_env) or None,
-            timeout_s=self.config.timeout_s,
-            retries=self.config.retries,
-            gone_after=max(1, self.options.gone_after),
-        )
+        client = self._client_config()
         spec = RequestSpec(
             model=self.endpoint.model, mode=self.config.mode, seed=self.config.seed, extra_body=extra,
             thinking=self.thinking,
@@ -487,8 +463,24 @@ class VLLMRunner:
         policy = PoolPolicy(concurrency=self._concurrency(), max_tokens_in_flight=opts.max_tokens_in_flight,
                             prefix_scheduler=opts.prefix_scheduler, probe_s=opts.probe_s)
         server = self.server if self.replicas is None else None  # one launched server: its death ends the run
+        yield from self._watched(generate_pooled(pool, samples, spec, policy), server, self.replicas)
+
+    def _client_config(self) -> ClientConfig:
+        """The HTTP client's settings (the API key only for an attached endpoint)."""
+        return ClientConfig(
+            base_url=self.endpoint.base_url,
+            api_key=None if self.server else os.environ.get(self.config.api_key_env) or None,
+            timeout_s=self.config.timeout_s,
+            retries=self.config.retries,
+            gone_after=max(1, self.options.gone_after),
+        )
+
+    @staticmethod
+    def _watched(generations: Iterator[Generation], server: VLLMServer | None, replicas: Any) -> Iterator[Generation]:
+        """Yield ``generations``; an error from a launched server that died, or ``EngineGone``, ends
+        the run as ``EngineGone`` naming the server (or the replicas), never as a sample's error."""
         try:
-            with closing(generate_pooled(pool, samples, spec, policy)) as generations:
+            with closing(generations):
                 for generation in generations:
                     # a dying server may answer HTTP 5xx before its process exits: give it a moment
                     if generation.error and server is not None and server.died(
@@ -497,8 +489,8 @@ class VLLMRunner:
                         raise EngineGone(generation.error)
                     yield generation
         except EngineGone as exc:
-            if self.replicas is not None:
-                raise self.replicas.failure(exc) from None
+            if replicas is not None:
+                raise replicas.failure(exc) from None
             if server is None:
                 raise
             if server.died():
