@@ -149,6 +149,9 @@ def main() -> None:
     parser.add_argument("--essay-json", help="RULER's PaulGrahamEssays.json: also run the essay variants given")
     parser.add_argument("--warm", action="store_true",
                         help="run longctx a second time into a new folder (warm OS and longctx caches)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="longctx starts with an empty haystack cache (a temporary $LONGCTX_CACHE; later "
+                             "rows still reuse what earlier rows of this run tokenized)")
     parser.add_argument("--json", help="write the measurements here too")
     args = parser.parse_args()
     from longctx._models import resolve_model
@@ -166,16 +169,23 @@ def main() -> None:
         # both sides as a user's Python runs them: with bytecode caching (a sandbox may disable it,
         # and then every module of the editable longctx install is compiled in every process)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        if args.cold_cache:
+            env["LONGCTX_CACHE"] = str(tmp / "longctx-cache")
+        from longctx._models import cache_dir
+
+        haystacks = (Path(env["LONGCTX_CACHE"]) if args.cold_cache else cache_dir()) / "haystacks"
+        cached = len(list(haystacks.glob("*.msgpack"))) if haystacks.is_dir() else 0
         if args.essay_json:
             target = ruler / "scripts/data/synthetic/json/PaulGrahamEssays.json"
             if not target.exists():
                 shutil.copy(args.essay_json, target)
         print(f"{args.samples} samples per length; longctx depths {args.depths}; tokenizer {tokenizer}")
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"longctx haystack cache at start: {cached} entries in {haystacks}")
         head = (f"{'task':<16} {'length':>7} {'RULER s':>8} {'cpu s':>7} {'/s':>6} {'fill min/mean':>13} "
                 f"{'longctx s':>9} {'cpu s':>6} {'/s':>6} {'fill min/mean':>13} {'speed-up':>8} {'cpu':>6}")
         if args.warm:
-            head += f" {'warm s':>7} {'speed-up':>8}"
+            head += f" {'warm s':>7} {'cpu s':>6} {'speed-up':>8} {'cpu':>6}"
         print(head, flush=True)
         for task in tasks:
             for length in parse_lengths(args.lengths):
@@ -188,7 +198,8 @@ def main() -> None:
                 if args.warm:
                     warm = run_longctx(args, task, length, model, tmp / f"lc-warm-{task}-{length}", env)
                     row["longctx_warm"] = warm
-                    line += f" {warm['s']:>7.2f} {r['s'] / warm['s']:>7.1f}x"
+                    line += (f" {warm['s']:>7.2f} {warm['cpu']:>6.2f} {r['s'] / warm['s']:>7.1f}x"
+                             f" {r['cpu'] / warm['cpu']:>5.1f}x")
                 line += f"  load {os.getloadavg()[0]:.1f}"
                 print(line, flush=True)
                 for side in ("ruler", "longctx", "longctx_warm"):

@@ -7,7 +7,9 @@ A family or runner may declare an ``Options`` msgspec Struct (``forbid_unknown_f
 
 Built-in plug-ins live in ``longctx.tasks`` / ``longctx.runners``; third-party packages add theirs
 through the ``longctx.tasks`` / ``longctx.runners`` entry-point groups. Plug-in modules must import
-heavy libraries (torch, vllm, transformers) lazily, so listing names stays fast.
+heavy libraries (torch, vllm, transformers) lazily, so listing names stays fast. A plug-in package
+may name its modules in a ``BUILTIN`` dict (name -> module, as ``longctx.runners`` does): loading
+the group imports them all, while :func:`get_runner_entry` imports only the one it needs.
 """
 
 from __future__ import annotations
@@ -82,6 +84,20 @@ def runner(name: str, *, summary: str | None = None) -> Callable[[type[T]], type
 _loaded_groups: set[str] = set()
 
 
+def _builtin_modules(group: str) -> dict[str, str]:
+    """Name -> module of the built-in plug-ins of ``group`` (its package's ``BUILTIN``); a package
+    without one registers everything when imported."""
+    return getattr(importlib.import_module(group), "BUILTIN", {})
+
+
+def _load_builtin(group: str, name: str) -> None:
+    """Register built-in ``name`` of ``group`` without loading the other plug-ins: import the
+    group's package and, when its ``BUILTIN`` table names ``name``, that module."""
+    module = _builtin_modules(group).get(name)
+    if module is not None:
+        importlib.import_module(module)
+
+
 def load_plugins(*groups: str) -> None:
     """Import built-in and entry-point plug-ins once: of ``groups`` (``longctx.tasks``,
     ``longctx.runners``), all when none is given. Reading tasks does not import the runners (and
@@ -91,7 +107,8 @@ def load_plugins(*groups: str) -> None:
         if group in _loaded_groups:
             continue
         _loaded_groups.add(group)
-        importlib.import_module(group)
+        for module in _builtin_modules(group).values():
+            importlib.import_module(module)
         for ep in entry_points(group=group):
             ep.load()
     _loaded = {"longctx.tasks", "longctx.runners"} <= _loaded_groups
@@ -124,17 +141,34 @@ def parse_options(cls: type, options: dict[str, Any], what: str) -> Any:
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Any:
-    """Instantiate task ``name`` with validated options; unknown names get a did-you-mean."""
-    known = tasks()
-    if name not in known:
-        raise UnknownNameError("task", name, known)
-    entry = known[name]
+    """Instantiate task ``name`` with validated options; unknown names get a did-you-mean.
+
+    A built-in name needs only the built-in families (importing ``longctx.tasks``); any other
+    name loads the entry-point plug-ins too (reading every installed distribution's entry points
+    is most of a small sweep's registry time)."""
+    if name not in _TASKS:
+        _load_builtin("longctx.tasks", name)
+    if name in _TASKS:
+        entry = _TASKS[name]
+    else:
+        known = tasks()
+        if name not in known:
+            raise UnknownNameError("task", name, known)
+        entry = known[name]
     opts = parse_options(entry.factory, options or {}, f"task {name}")
     return entry.factory(name=name, options=opts, **entry.params)
 
 
 def get_runner_entry(name: str) -> Entry:
-    """The registry entry of runner ``name``; unknown names get a did-you-mean."""
+    """The registry entry of runner ``name``; unknown names get a did-you-mean.
+
+    A built-in name imports only its own module (a sweep does not pay for the other runners'
+    imports); any other name loads every plug-in first (entry points, and the full list for the
+    did-you-mean)."""
+    if name not in _RUNNERS:
+        _load_builtin("longctx.runners", name)
+    if name in _RUNNERS:
+        return _RUNNERS[name]
     known = runners()
     if name not in known:
         raise UnknownNameError("runner", name, known)
