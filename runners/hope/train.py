@@ -206,13 +206,15 @@ def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[float]]:
 
 
 def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_line_tokens: int,
-               multi: float = 0.15, batch_tokens: int | None = None, drill: float = 0.3):
+               multi: float = 0.15, batch_tokens: int | None = None, drill: float = 0.3,
+               prose: float = 0.15, text: float = 0.1):
     """(ids (B, T), targets (B, T), weights (B, T)) of examples up to ``max_len`` tokens long;
-    with ``batch_tokens``, B = min(batch, batch_tokens // length) (at least 4). Mix: 10% text,
-    ``drill`` copy drills, the rest NIAH prompts (58%) and needle recall (42%)."""
-    niah_to = 0.58 * max(0.0, 0.9 - drill)
-    recall_to = max(0.0, 0.9 - drill)
-    text_from = 0.9 if drill < 1 else 1.0
+    with ``batch_tokens``, B = min(batch, batch_tokens // length) (at least 4). Mix: ``text`` plain
+    text, ``drill`` copy drills, the rest NIAH prompts (58%; a share ``prose`` of them with a
+    random-sentence haystack) and needle recall (42%)."""
+    niah_to = 0.58 * max(0.0, 1 - text - drill)
+    recall_to = max(0.0, 1 - text - drill)
+    text_from = 1 - text if drill < 1 else 1.0
     import torch
 
     target_len = rng.randint(max(96, max_len // 4), max_len)
@@ -221,13 +223,13 @@ def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_li
     rows = []
     for _ in range(batch):
         kind, seed = rng.random(), rng.random()
-        prose = kind < niah_to and rng.random() < 0.15
-        per_line = noise_line_tokens * (2 if prose else 1)
+        in_prose = kind < niah_to and rng.random() < prose
+        per_line = noise_line_tokens * (2 if in_prose else 1)
         n_lines = max(0, target_len // per_line - 3)
         while True:   # the same example with fewer haystack lines until it fits (answers never cut)
             r = random.Random(seed)
             if kind < niah_to:
-                ex = niah_example(r, n_lines, prose=prose, multi=multi)
+                ex = niah_example(r, n_lines, prose=in_prose, multi=multi)
             elif kind < recall_to:
                 ex = recall_example(r, n_lines, multi=multi)
             elif kind < text_from:
@@ -331,7 +333,7 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         ids, targets, weights = make_batch(tokenizer, rng, args.batch, max_len, noise_tokens, args.multi_needle,
-                                           args.batch_tokens, drill)
+                                           args.batch_tokens, drill, args.prose, args.text)
         logits, _ = model(ids)                                          # (B, T, V)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weights)
         loss = (ce * weights).sum() / weights.sum()
@@ -346,6 +348,12 @@ def train(args: argparse.Namespace) -> Path:
                   f"lr {lr:.2e}  {time.monotonic() - start:6.0f}s", flush=True)
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
             print(f"saved {_save(args, model, tokenizer, step, start)} at step {step + 1}", flush=True)
+            if args.keep_saves:
+                kept = _save(args, model, tokenizer, step, start, Path(f"{args.out}-step{step + 1}"))
+                print(f"kept {kept}", flush=True)
+        if args.stop_step and step + 1 >= args.stop_step:
+            print(f"stopping after step {step + 1}: --stop-step", flush=True)
+            break
         if args.max_minutes and time.monotonic() - start > 60 * args.max_minutes:
             print(f"stopping at step {step}: --max-minutes {args.max_minutes} reached", flush=True)
             break
@@ -354,7 +362,7 @@ def train(args: argparse.Namespace) -> Path:
     return out
 
 
-def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float) -> Path:
+def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float, out: Path | None = None) -> Path:
     """The checkpoint after ``step + 1`` steps, its ``config.json`` recording the command and the data mix."""
     from longctx.runners.hope.checkpoint import save_checkpoint
 
@@ -367,12 +375,12 @@ def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float) -
         "embed_std": args.embed_std, "drill_warmup": args.drill_warmup, "batch": args.batch,
         "batch_tokens": args.batch_tokens, "min_train_len": args.min_len, "max_train_len": args.max_len,
         "threads": args.threads, "train_seconds": round(time.monotonic() - start),
-        "data": f"{0.58 * (0.9 - args.drill):.0%} synthetic RULER niah_single_1-format prompts (noise haystack; "
-                f"{args.multi_needle:.0%} with 2-4 needles; 15% random-sentence haystack), "
-                f"{0.42 * (0.9 - args.drill):.0%} needle recall (needle lines repeated later), {args.drill:.0%} "
-                "number-list copy drills across noise lines, 10% random sentences",
+        "data": f"{0.58 * (1 - args.text - args.drill):.0%} synthetic RULER niah_single_1-format prompts (noise "
+                f"haystack; {args.multi_needle:.0%} with 2-4 needles; {args.prose:.0%} random-sentence haystack), "
+                f"{0.42 * (1 - args.text - args.drill):.0%} needle recall (needle lines repeated later), "
+                f"{args.drill:.0%} number-list copy drills across noise lines, {args.text:.0%} random sentences",
     }
-    out = save_checkpoint(args.out, model, tokenizer, context_window=args.context_window, provenance=provenance)
+    out = save_checkpoint(out or args.out, model, tokenizer, context_window=args.context_window, provenance=provenance)
     model.train(was_training)
     return out
 
@@ -390,6 +398,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--multi-needle", type=float, default=0.1, help="share of examples with 2-4 needles")
     p.add_argument("--drill", type=float, default=0.4, help="share of number-list copy drills")
+    p.add_argument("--prose", type=float, default=0.15, help="share of NIAH prompts with a random-sentence haystack")
+    p.add_argument("--text", type=float, default=0.1, help="share of plain-text examples")
     p.add_argument("--drill-warmup", type=float, default=0.3, help="fraction of the steps trained on drills only")
     p.add_argument("--lr-flat", type=float, default=0.6, help="fraction of the steps at full lr before the cosine decay")
     p.add_argument("--embed-std", type=float, default=1.0, help="initial embedding std (tied head)")
@@ -400,6 +410,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--value-target", action="store_true",
                    help="HOPE: the output memory regresses on v_t, not M(v_t) (see HopeConfig.memory_value_target)")
     p.add_argument("--save-every", type=int, default=None, help="also save the checkpoint every this many steps")
+    p.add_argument("--keep-saves", action="store_true", help="also keep every periodic save as OUT-stepN")
+    p.add_argument("--stop-step", type=int, default=None,
+                   help="stop after this many steps (the schedules stay those of --steps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)

@@ -59,3 +59,28 @@ def test_a_few_training_steps_write_a_loadable_checkpoint(tmp_path, monkeypatch)
     assert config["model"]["memory_normalized_steps"] and model.cfg.vocab_size == 300 + 1000  # BPE entries + three-digit tokens
     assert "longctx.runners.hope.train" in config["provenance"]["command"]
     assert json.loads((folder / "tokenizer_config.json").read_text())["eos_token"] == "<|end|>"
+
+
+def test_the_mix_options_choose_the_kinds_of_examples(tiny_tokenizer):
+    """--text 0 --drill 0 --prose 0 gives only noise-haystack NIAH prompts and needle recall."""
+    ids, targets, weights = train.make_batch(tiny_tokenizer, random.Random(2), 16, 160, 25, multi=0.0,
+                                             drill=0.0, prose=0.0, text=0.0)
+    rows = [tiny_tokenizer.decode(r[w > 0].tolist()) for r, w in zip(targets, weights)]
+    assert all("magic number" in r for r in rows)                       # no drills, no plain text
+    assert not any("Numbers:" in r or "The numbers again" in r for r in rows)
+    ids, targets, weights = train.make_batch(tiny_tokenizer, random.Random(2), 16, 160, 25, drill=0.0, text=1.0)
+    assert not (weights == 1.0).any()                                   # plain text only: no answers
+
+
+def test_stop_step_and_kept_saves(tmp_path, monkeypatch):
+    from longctx.runners.hope.checkpoint import read_config
+
+    build = train.build_tokenizer
+    monkeypatch.setattr(train, "build_tokenizer", lambda seed, vocab_size: build(seed, vocab_size, corpus_size=200))
+    folder = tmp_path / "ckpt"
+    train.main(["--variant", "transformer", "--out", str(folder), "--steps", "10", "--stop-step", "4",
+                "--save-every", "2", "--keep-saves", "--batch", "2", "--min-len", "96", "--max-len", "96",
+                "--vocab-size", "300", "--log-every", "1"])
+    assert read_config(folder)["provenance"]["steps"] == 4
+    assert read_config(folder)["provenance"]["steps_planned"] == 10
+    assert read_config(tmp_path / "ckpt-step2")["provenance"]["steps"] == 2
