@@ -16,7 +16,7 @@ CMP_TASKS := -t ruler/niah_single_1 -t ruler/niah_single_2 -t babilong/qa1 -O ba
 	--depths 0,50,100 --samples 1
 CMP_LONG := --lengths 1k,4k,8k,16k,32k
 
-.PHONY: install demo hope-report compare test browser clean
+.PHONY: install demo hope-report hope-train compare test browser clean
 
 install: $(STAMP)
 
@@ -42,8 +42,9 @@ demo: install
 # HOPE demo vs the same-size Transformer (1K-16K) vs the vLLM default model (1K-8K: its window),
 # one report. About 20 minutes on a 2-core CPU.
 hope-report: install
-	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m hope-demo -o $(HOPE_OUT)/hope-demo
-	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m transformer-demo \
+	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m hope-demo -R threads=1 \
+		-o $(HOPE_OUT)/hope-demo
+	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,16k -r hope -m transformer-demo -R threads=1 \
 		-o $(HOPE_OUT)/transformer-demo
 	$(BIN)/longctx sweep -t ruler/niah_single_1 --lengths 1k,4k,8k -r vllm -m default -c 1 -o $(HOPE_OUT)/vllm-default
 	$(BIN)/longctx report $(HOPE_OUT)/hope-demo $(HOPE_OUT)/transformer-demo $(HOPE_OUT)/vllm-default \
@@ -53,6 +54,24 @@ hope-report: install
 # Full context (vLLM, 1K-8K: the default model's window), retrieval (BM25, dense), the recursive LM
 # with the default model as root (it writes no code: recorded as it is), HOPE and the same-size
 # Transformer (1K-32K), then one comparison page.
+# `make hope-train VARIANT=hope|transformer`: the demo checkpoints' training, stage by stage (each
+# stage starts from the previous one's weights; one core; HOPE ~71 min in all here). Stage A is the
+# shipped run's first 1,000 steps of a 4,000-step schedule (--stop-step).
+VARIANT ?= hope
+TRAIN_OUT ?= runs/hope-train/$(VARIANT)
+TRAIN := $(BIN)/python -m longctx.runners.hope.train --variant $(VARIANT) --batch 32 --drill 0 --drill-warmup 0 \
+	--multi-needle 0 --prose 0 --text 0.05 --chunk-size 16 --chunk-size-memory 16 --eta-scale-other 0 --value-target \
+	--threads 1 --log-every 5
+hope-train: install
+	$(TRAIN) --out $(TRAIN_OUT)-A --steps 4000 --stop-step 1000 --batch-tokens 4096 --min-len 128 --max-len 2048 \
+		--lr-flat 0.7
+	$(TRAIN) --init $(TRAIN_OUT)-A --out $(TRAIN_OUT)-B --seed 1 --steps 400 --batch-tokens 8192 --min-len 1024 \
+		--max-len 6144 --lr 0.0015 --lr-flat 0.6
+	$(TRAIN) --init $(TRAIN_OUT)-B --out $(TRAIN_OUT)-C --seed 2 --steps 150 --batch-tokens 16384 --min-batch 1 \
+		--min-len 6144 --max-len 16384 --lr 0.001 --lr-flat 0.5
+	$(TRAIN) --init $(TRAIN_OUT)-C --out $(TRAIN_OUT) --seed 3 --steps 120 --batch-tokens 16384 --min-batch 1 \
+		--min-len 8192 --max-len 16384 --lr 0.0007 --lr-flat 0.5
+
 compare: install
 	$(BIN)/longctx sweep $(CMP_TASKS) --lengths 1k,4k,8k -r vllm -m default -c 1 -o $(COMPARE_OUT)/vllm-full
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=bm25 -m default -c 1 -o $(COMPARE_OUT)/rag-bm25

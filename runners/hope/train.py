@@ -1,12 +1,11 @@
 r"""Train the demo checkpoints ``hope-demo`` and ``transformer-demo`` on CPU.
 
-    nice -n 10 python -m longctx.runners.hope.train --variant hope --out runners/hope/checkpoints/hope-demo
-    nice -n 10 python -m longctx.runners.hope.train --variant transformer \
-        --out runners/hope/checkpoints/transformer-demo
+    make hope-train VARIANT=hope          # or VARIANT=transformer
 
-(the shipped checkpoints: the defaults below, the same data, steps and batches for both; each
-``config.json`` records its command in ``provenance``. On one core of this 2-core CPU: HOPE about
-27 minutes, the Transformer about 7.)
+runs the shipped checkpoints' four stages (A-D; each ``--init``s from the previous one; the
+Makefile holds the exact commands, each ``config.json`` its own under ``provenance`` and the
+earlier stages' under ``provenance.init_provenance``). The shipped ``transformer-demo`` is stages
+A and B only (README, HOPE). On one core of this 2-core CPU HOPE took about 71 minutes.
 
 Both build the same byte-level BPE tokenizer (7-digit numbers as 3-digit groups, a small chat template),
 trained on text from the same generator, then train a same-width model of the given variant on a
@@ -19,14 +18,14 @@ yellow. Here we go. There and back again." repeated and joined by newlines, the 
 ("A special magic number is hidden ...", "What is the special magic number for {key} mentioned in
 the provided text?") and the answer prefix `` The special magic number for {key} mentioned in the
 provided text is``. Training contexts are at most ``--max-len`` tokens; the sweep measures
-what happens beyond. Fully determined by ``--seed`` and ``--steps``.
+what happens beyond. Fully determined by ``--seed``, ``--steps`` and ``--init`` (rerunning stage A
+with ``--stop-step 1000`` gave bit-identical weights).
 
-The shipped ``hope-demo`` (the command above) uses the paper's self-generated targets and lets the
-k, v, eta, alpha memories write (``eta_scale_other`` 0.02): its output memory's W1 grows
-geometrically with the number of writes and its logits turn NaN near 1K tokens.
-``--value-target --eta-scale-other 0`` keeps the memories bounded (see
-``HopeConfig.memory_value_target``). A long-context run with them (chunk 32, lengths 128 -> 2048)
-did not learn retrieval within the budget of a shared 2-core machine (bench/RESULTS.md, HOPE).
+The trainer's defaults are the earlier demo recipe (copy drills, several needles, prose haystacks,
+192 tokens, the paper's self-generated targets): with it the HOPE did not learn retrieval, and its
+output memory's W1 grew geometrically with the writes (NaN near 1K tokens). The shipped recipe is
+single-needle data (``--drill 0 --multi-needle 0 --prose 0 --text 0.05``), ``--value-target
+--eta-scale-other 0`` (bounded memories) and a curriculum up to 16K tokens (bench/RESULTS.md, HOPE).
 ``--save-every N`` writes the checkpoint every N steps as well.
 """
 
@@ -207,9 +206,9 @@ def encode_example(tokenizer, ex: Example) -> tuple[list[int], list[float]]:
 
 def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_line_tokens: int,
                multi: float = 0.15, batch_tokens: int | None = None, drill: float = 0.3,
-               prose: float = 0.15, text: float = 0.1):
+               prose: float = 0.15, text: float = 0.1, min_batch: int = 4):
     """(ids (B, T), targets (B, T), weights (B, T)) of examples up to ``max_len`` tokens long;
-    with ``batch_tokens``, B = min(batch, batch_tokens // length) (at least 4). Mix: ``text`` plain
+    with ``batch_tokens``, B = min(batch, batch_tokens // length) (at least ``min_batch``). Mix: ``text`` plain
     text, ``drill`` copy drills, the rest NIAH prompts (58%; a share ``prose`` of them with a
     random-sentence haystack) and needle recall (42%)."""
     niah_to = 0.58 * max(0.0, 1 - text - drill)
@@ -219,7 +218,7 @@ def make_batch(tokenizer, rng: random.Random, batch: int, max_len: int, noise_li
 
     target_len = rng.randint(max(96, max_len // 4), max_len)
     if batch_tokens:
-        batch = max(4, min(batch, batch_tokens // target_len))
+        batch = max(min_batch, min(batch, batch_tokens // target_len))
     rows = []
     for _ in range(batch):
         kind, seed = rng.random(), rng.random()
@@ -313,13 +312,26 @@ def train(args: argparse.Namespace) -> Path:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     rng = random.Random(args.seed)
-    tokenizer = build_tokenizer(args.seed, args.vocab_size)
+    if args.init:   # the tokenizer of the stage it continues (the BPE depends on that stage's seed)
+        from transformers import PreTrainedTokenizerFast
+
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(args.init)
+    else:
+        tokenizer = build_tokenizer(args.seed, args.vocab_size)
     noise_tokens = len(tokenizer.encode("\n" + NOISE_LINE, add_special_tokens=False))
     digit_ids = torch.tensor([i for t, i in tokenizer.get_vocab().items() if t.isdigit()])
     cfg = demo_config(args.variant, len(tokenizer), args.chunk_size, args.chunk_size_memory, args.eta_scale_other,
                       args.value_target)
     model = HopeLM(cfg)
     init_demo_weights(model, args.embed_std)
+    if args.init:   # continue from a checkpoint of the same configuration (a second training stage)
+        from longctx.runners.hope.checkpoint import load_checkpoint
+
+        previous, previous_config = load_checkpoint(args.init)
+        if previous.cfg != cfg:
+            sys.exit(f"--init {args.init}: its model configuration differs from this command's")
+        model.load_state_dict(previous.state_dict())
+        args.init_provenance = previous_config.get("provenance", {})
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.variant}: {n_params} parameters, vocab {len(tokenizer)}, {args.steps} steps", flush=True)
@@ -333,7 +345,8 @@ def train(args: argparse.Namespace) -> Path:
         for group in opt.param_groups:
             group["lr"] = lr
         ids, targets, weights = make_batch(tokenizer, rng, args.batch, max_len, noise_tokens, args.multi_needle,
-                                           args.batch_tokens, drill, args.prose, args.text)
+                                           args.batch_tokens, drill, args.prose, args.text,
+                                           args.min_batch)
         logits, _ = model(ids)                                          # (B, T, V)
         ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view_as(weights)
         loss = (ce * weights).sum() / weights.sum()
@@ -373,8 +386,9 @@ def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float, o
         "command": " ".join(["python -m longctx.runners.hope.train", *sys.argv[1:]]),
         "steps": step + 1, "steps_planned": args.steps, "seed": args.seed, "lr": args.lr, "lr_flat": args.lr_flat,
         "embed_std": args.embed_std, "drill_warmup": args.drill_warmup, "batch": args.batch,
-        "batch_tokens": args.batch_tokens, "min_train_len": args.min_len, "max_train_len": args.max_len,
+        "batch_tokens": args.batch_tokens, "min_batch": args.min_batch, "min_train_len": args.min_len, "max_train_len": args.max_len,
         "threads": args.threads, "train_seconds": round(time.monotonic() - start),
+        **({"init": str(args.init), "init_provenance": getattr(args, "init_provenance", {})} if args.init else {}),
         "data": f"{0.58 * (1 - args.text - args.drill):.0%} synthetic RULER niah_single_1-format prompts (noise "
                 f"haystack; {args.multi_needle:.0%} with 2-4 needles; {args.prose:.0%} random-sentence haystack), "
                 f"{0.42 * (1 - args.text - args.drill):.0%} needle recall (needle lines repeated later), "
@@ -393,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=750)
     p.add_argument("--batch", type=int, default=32, help="examples per batch at most")
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per batch at most (fewer, longer examples)")
+    p.add_argument("--min-batch", type=int, default=4, help="examples per batch at least (long sequences)")
     p.add_argument("--min-len", type=int, default=96, help="longest sequence at the start (tokens)")
     p.add_argument("--max-len", type=int, default=192, help="longest sequence after the curriculum (tokens)")
     p.add_argument("--lr", type=float, default=3e-3)
@@ -413,6 +428,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--keep-saves", action="store_true", help="also keep every periodic save as OUT-stepN")
     p.add_argument("--stop-step", type=int, default=None,
                    help="stop after this many steps (the schedules stay those of --steps)")
+    p.add_argument("--init", default=None,
+                   help="start from this checkpoint's weights (same configuration; its provenance is kept)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--threads", type=int, default=1)

@@ -118,8 +118,9 @@ def test_bad_configuration_is_a_user_error(tiny_checkpoint, default_model_path, 
 
 @pytest.mark.slow
 def test_shipped_demo_checkpoints_run_on_ruler_niah():
-    """The committed checkpoints load by name; transformer-demo answers RULER niah_single_1 at 1K;
-    hope-demo runs with a state that does not grow (it does not solve the task: see its provenance)."""
+    """The committed checkpoints load by name and run; hope-demo answers RULER niah_single_1 at 1K
+    (README: 15/15 there) with a state that does not grow. transformer-demo, trained on the same
+    data and steps (stages A and B), does not retrieve: only that it runs is checked."""
     from longctx._protocols import Grid
     from longctx._registry import get_task
 
@@ -135,4 +136,4 @@ def test_shipped_demo_checkpoints_run_on_ruler_niah():
         if name == "hope-demo":   # flat: samples differ only by the tokens pending in a chunk (< one chunk)
             sizes = [g.extra["state_bytes"] for g in gens]
             assert max(sizes) - min(sizes) < cfg.chunk_size * (2 * cfg.dim + 2) * 4 * cfg.n_layers * 2
-    assert sum(scores["transformer-demo"]) >= 3
+    assert sum(scores["hope-demo"]) >= 3
