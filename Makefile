@@ -51,9 +51,6 @@ hope-report: install
 		-o $(HOPE_OUT)/report.html
 	@echo "report: $(abspath $(HOPE_OUT))/report.html"
 
-# Full context (vLLM, 1K-8K: the default model's window), retrieval (BM25, dense), the recursive LM
-# with the default model as root (it writes no code: recorded as it is), HOPE and the same-size
-# Transformer (1K-32K), then one comparison page.
 # `make hope-train VARIANT=hope|transformer`: the demo checkpoints' training, stage by stage (each
 # stage starts from the previous one's weights; one core; HOPE ~71 min in all here). Stage A is the
 # shipped run's first 1,000 steps of a 4,000-step schedule (--stop-step).
@@ -72,6 +69,9 @@ hope-train: install
 	$(TRAIN) --init $(TRAIN_OUT)-C --out $(TRAIN_OUT) --seed 3 --steps 120 --batch-tokens 16384 --min-batch 1 \
 		--min-len 8192 --max-len 16384 --lr 0.0007 --lr-flat 0.5
 
+# Full context (vLLM, 1K-8K: the default model's window), retrieval (BM25, dense), the recursive LM
+# with the default model as root (it writes no code: recorded as it is), HOPE and the same-size
+# Transformer (1K-32K), then one comparison page.
 compare: install
 	$(BIN)/longctx sweep $(CMP_TASKS) --lengths 1k,4k,8k -r vllm -m default -c 1 -o $(COMPARE_OUT)/vllm-full
 	$(BIN)/longctx sweep $(CMP_TASKS) $(CMP_LONG) -r rag -R retriever=bm25 -m default -c 1 -o $(COMPARE_OUT)/rag-bm25
