@@ -21,7 +21,8 @@ Against an older implementation (never committed; copies taken with ``git show``
     nice -n 10 python bench/bench_hope_memory.py --old-model /tmp/old_model.py \
         --old-checkpoint /tmp/old-hope-demo --variants hope-old,hope-same,hope,transformer
 
-adds ``hope-old`` (the old implementation running the old checkpoint) and ``hope-same`` (this
+A variant ``NAME@B`` streams B random prompts as one batch (what runner hope's ``-R batch=B`` does
+with consecutive samples); its tokens/s count all B prompts. ``--old-model`` adds ``hope-old`` (the old implementation running the old checkpoint) and ``hope-same`` (this
 implementation running the same old checkpoint: the speed-up at equal maths and weights), and
 prints the prefill-speed ratios hope-same/hope-old, hope/hope-old and hope/transformer. Speeds are
 in wall time and in process CPU time (``cpu_tok_s``; what the work costs on a shared machine); the
@@ -81,6 +82,9 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
 
     torch.set_num_threads(threads)
     from longctx._models import NAMED
+
+    variant, _, batch = variant.partition("@")   # hope@8: 8 prompts streamed as one batch (runner hope's -R batch)
+    batch = int(batch or 1)
     from longctx.runners.hope.checkpoint import load_checkpoint
 
     grad_mode = torch.inference_mode   # what runner hope uses (without test-time CMS learning)
@@ -98,7 +102,7 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
     else:
         model, _ = load_checkpoint(folder)
     vocab = model.cfg.vocab_size
-    ids = torch.randint(5, vocab, (1, length), generator=torch.Generator().manual_seed(length))
+    ids = torch.randint(5, vocab, (batch, length), generator=torch.Generator().manual_seed(length))
     base = _status_mb("VmRSS")
     _reset_peak()
     state = None
@@ -108,15 +112,16 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
             logits, state = model(ids[:, start:start + prefill_chunk], state, learn=False, logits="last")
         c1, t1 = time.process_time(), time.perf_counter()
         for _ in range(decode):
-            token = logits[:, -1].argmax(-1, keepdim=True)           # (1, 1)
+            token = logits[:, -1].argmax(-1, keepdim=True)           # (B, 1)
             logits, state = model(token, state, learn=False, logits="last")
         t2 = time.perf_counter()
     peak = _status_mb("VmHWM")
-    return {"variant": variant, "length": length, "rss_after_load_mb": round(base, 1),
+    tokens = batch * length
+    return {"variant": variant if batch == 1 else f"{variant}@{batch}", "length": length, "rss_after_load_mb": round(base, 1),
             "peak_rss_mb": round(peak, 1), "peak_growth_mb": round(peak - base, 1),
             "state_mb": round(state.nbytes() / 2**20, 2),
-            "prefill_tok_s": round(length / (t1 - t0)), "cpu_tok_s": round(length / (c1 - c0)),
-            "decode_tok_s": round(decode / (t2 - t1), 1)}
+            "prefill_tok_s": round(tokens / (t1 - t0)), "cpu_tok_s": round(tokens / (c1 - c0)),
+            "decode_tok_s": round(batch * decode / (t2 - t1), 1)}
 
 
 def main() -> None:
@@ -185,6 +190,7 @@ def main() -> None:
                   f" = {total:.2f}x; state {b['state_mb']:.2f} -> {a['state_mb']:.2f} MB){flag}")
     pairs = [(a, b) for a, b in (("hope-same", "hope-old"), ("hope", "hope-old"), ("hope", "transformer"),
                                  ("hope-same", "transformer")) if a in variants and b in variants]
+    pairs += [(v, b) for v in variants if "@" in v for b in ("hope-old", "hope") if b in variants]
     if pairs:
         print("\nprefill speed ratios, wall (CPU time) [target hope-same/hope-old >= 5]:")
         print(f"{'length':>7} | " + " | ".join(f"{a + '/' + b:>26}" for a, b in pairs))

@@ -11,6 +11,13 @@ same batches; the old implementation (a copy of a previous ``runners/hope/model.
 transformer, old, new, ...) so that the load of a shared machine falls on all alike; the median
 over rounds is reported, in process CPU time (what the step costs) and wall time. The target
 checked at the end: HOPE's training tokens/s at least 5x the old implementation's.
+
+The models follow the shipped recipe (``make hope-train``): ``--eta-scale-other 0`` (the k, v, eta
+and alpha memories only decay, so their gradient pass is skipped: ``MemoryGroup.learners``),
+value targets, the single-needle mix. ``--old-chunk-size`` gives the old implementation its own
+chunk size, e.g. the shipped chunk 64 against the old demo's 16::
+
+    nice -n 10 python bench/bench_hope_train.py --old-model /tmp/old_model.py --chunk-size 64 --old-chunk-size 16
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3, help="timed steps per model and round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--chunk-size", type=int, default=16)
+    p.add_argument("--chunk-size", type=int, default=16, help="chunk size of HOPE's memories (both groups)")
+    p.add_argument("--old-chunk-size", type=int, help="chunk size of the old implementation's model (default: --chunk-size)")
+    p.add_argument("--eta-scale-other", type=float, default=0.0,
+                   help="eta scale of the k, v, eta, alpha memories (the shipped recipe: 0, they only decay)")
+    p.add_argument("--no-value-target", dest="value_target", action="store_false",
+                   help="the output memory regresses on M(v) (Eq. 88) instead of v (the shipped recipe)")
     args = p.parse_args()
 
     import torch
@@ -56,11 +68,15 @@ def main() -> None:
     models = {}
     for variant in ("hope", "transformer"):
         torch.manual_seed(0)
-        models[variant] = HopeLM(demo_config(variant, len(tok), args.chunk_size, args.chunk_size))
+        models[variant] = HopeLM(demo_config(variant, len(tok), args.chunk_size, args.chunk_size,
+                                             args.eta_scale_other, args.value_target))
         init_demo_weights(models[variant])
     if args.old_model:
         old = load_old(args.old_model)
         cfg = models["hope"].cfg.to_dict()
+        chunk = args.old_chunk_size or args.chunk_size
+        cfg.update(chunk_size=chunk, chunk_size_memory=chunk)
+        # an old model.py without memory_value_target computes the target M(v) instead: the same cost
         models["hope (old)"] = old.HopeLM(old.HopeConfig(**{k: v for k, v in cfg.items()
                                                              if k in old.HopeConfig.__dataclass_fields__}))
         models["hope (old)"].load_state_dict(models["hope"].state_dict())
@@ -82,7 +98,8 @@ def main() -> None:
         rng = random.Random(length)
         batches = []
         while len(batches) < args.steps:   # batches of exactly ``length`` tokens (the longest row)
-            b = make_batch(tok, rng, 32, length, noise, batch_tokens=args.batch_tokens)
+            b = make_batch(tok, rng, 32, length, noise, multi=0, batch_tokens=args.batch_tokens,
+                           drill=0, prose=0, text=0.05)   # the shipped recipe's mix
             if b[0].shape[1] >= length * 0.9:
                 batches.append(b)
         tokens = sum(b[0].numel() for b in batches)

@@ -485,6 +485,26 @@ class LayerState:
         if self.cms_fast is not None:
             self.cms_fast = [{n: p.detach() for n, p in lvl.items()} for lvl in self.cms_fast]
 
+    def select(self, i: int, batch: int) -> LayerState:
+        """Sequence ``i`` of a batch of ``batch``: copies of its rows (the fast weights' G = B * M
+        rows are sequence-major, every other tensor has the batch first)."""
+        def row(t: Tensor) -> Tensor:
+            return t[i:i + 1].clone()
+
+        def members(t: Tensor) -> Tensor:
+            m = t.shape[0] // batch
+            return t[i * m:(i + 1) * m].clone()
+
+        def levels(lvls: list[dict[str, Tensor]] | None) -> list[dict[str, Tensor]] | None:
+            return None if lvls is None else [{n: row(p) for n, p in lvl.items()} for lvl in lvls]
+
+        return LayerState(
+            fast=None if self.fast is None else {g: (members(w2), members(w1)) for g, (w2, w1) in self.fast.items()},
+            pending=None if self.pending is None else {g: None if t is None else row(t) for g, t in self.pending.items()},
+            conv_tail=None if self.conv_tail is None else row(self.conv_tail),
+            kv=None if self.kv is None else (row(self.kv[0]), row(self.kv[1])),
+            cms_fast=levels(self.cms_fast), cms_grad=levels(self.cms_grad))
+
 
 @dataclass
 class HopeState:
@@ -513,6 +533,14 @@ class HopeState:
             if ls.cms_fast is not None:
                 ls.cms_fast = [{n: p if p.requires_grad else p.detach().requires_grad_()
                                 for n, p in lvl.items()} for lvl in ls.cms_fast]
+
+    def split(self) -> list[HopeState]:
+        """One state per sequence (copies): each continues exactly as if its sequence had run alone
+        (up to float rounding: batched kernels may round differently)."""
+        if self.block_logits:
+            raise ValueError("cannot split a state inside a test-time CMS learning block")
+        return [HopeState(batch=1, layers=[ls.select(i, self.batch) for ls in self.layers], position=self.position)
+                for i in range(self.batch)]
 
     def nbytes(self) -> int:
         """Bytes held by the state's tensors (fast weights, buffers, caches)."""

@@ -12,7 +12,12 @@ of tensor operations per chunk rather than their size:
 * everything that does not depend on the fast state (the q projection, its conv, its norm, the
   conv of the block input) is computed for the whole call before the loop over chunks;
 * the decay factors of a chunk are shared by both delta rules (W2 and W1), and ``k S_0^T`` of the
-  triangular system is the gradient pass's own pre-activation (not recomputed).
+  triangular system is the gradient pass's own pre-activation (not recomputed);
+* members whose eta scale is 0 (the demo recipe's ``--eta-scale-other 0``: k, v, eta, alpha) are
+  only decayed, S_C = gamma_C S_0, which is what the delta rule gives with eta = 0: their gradient
+  pass and triangular solves are skipped (``MemoryGroup.learners``, the members that write). In
+  training this is 1.25x-1.6x per step; in streaming at chunk 16 nothing (the loop is bound by the
+  number of operations per chunk, not their size), at chunk 64 ~1.1x.
 
 The loop over chunks is the one the maths needs: a chunk's keys and values are read from the state
 that the previous chunk wrote (the memories generate their own keys and values).
@@ -169,6 +174,23 @@ class MemoryGroup:
         self.eta_scales = list(eta_scales)
         self.any_residual = any(m.residual for m in memories)
         self._constants: dict[tuple, tuple[Tensor, ...]] = {}
+        # Members with eta scale 0 write nothing: their delta rule is the decay alone (r_t = 0 in
+        # ChunkDecay.delta_rule, so S_C = gamma_C S_0 exactly). Their gradient pass is skipped and
+        # only the learning members form the sub-group that writes (the demo: M_memory alone).
+        frozen = [i for i, s in enumerate(self.eta_scales) if s == 0]
+        self.learners: MemoryGroup | None = None
+        self.frozen: tuple[int, ...] = ()
+        self._restore: list[int] | None = None
+        if frozen and len(frozen) < len(memories):
+            keep = [i for i in range(len(memories)) if i not in frozen]
+            sub = MemoryGroup([memories[i] for i in keep], tuple(names[i] for i in keep), chunk,
+                              [self.eta_scales[i] for i in keep], [self.value_target[i] for i in keep])
+            if sub.skip == self.skip and sub.out_max == self.out_max:   # same state layout
+                self.learners, self.frozen = sub, tuple(frozen)
+                order = list(self.frozen) + keep                    # frozen members first, then learners
+                self._restore = None if order == sorted(order) else [order.index(i) for i in range(len(order))]
+        elif len(frozen) == len(memories):
+            self.frozen = tuple(frozen)
 
     def constants(self, like: Tensor, batch: int) -> tuple[Tensor, ...]:
         """(eta scales (1, M, 1), residual mask (G, 1, 1), skip placement (G, 1, o_max): 1 at column 0
@@ -251,6 +273,8 @@ class MemoryGroup:
               normalized: bool) -> GroupState:
         """One chunk of delta-rule updates (Eq. 90): keys ``k``, values ``v`` (B, C, d), the output
         memory's ``eta`` and ``log_alpha`` (B, C); returns the state at the chunk's end."""
+        if self.frozen:
+            return self._write_frozen(state, k, v, eta, log_alpha, normalized)
         w2, w1 = state
         B, C = k.shape[:2]
         h = self.hidden
@@ -285,6 +309,28 @@ class MemoryGroup:
             w1 = torch.baddbmm(decay.gamma * w1, (e * (-2 * decay.to_end * eta[..., None])).mT, ak)
         return w2, w1
 
+    def _write_frozen(self, state: GroupState, k: Tensor, v: Tensor, eta: Tensor, log_alpha: Tensor,
+                      normalized: bool) -> GroupState:
+        """:meth:`write` when some members have eta scale 0: those are decayed by gamma_C (the value
+        ChunkDecay computes, with the same rounding), the others written by the learners' sub-group."""
+        B, M = k.shape[0], len(self.memories)
+        gamma = log_alpha.cumsum(1)[:, -1:].exp()[..., None, None]     # (B, 1, 1, 1): gamma_C / gamma_0
+        members = [t.view(B, M, *t.shape[1:]) for t in state]         # (B, M, rows, cols) x 2
+        if self.learners is None:                                      # nothing learns in this group
+            return tuple((t * gamma).view_as(s) for t, s in zip(members, state))
+        n = len(self.frozen)
+        if self._restore is None:                                      # frozen members first: slices
+            frozen, learning = [t[:, :n] for t in members], [t[:, n:] for t in members]
+        else:
+            f_idx = torch.tensor(self.frozen, device=k.device)
+            l_idx = torch.tensor([i for i in range(M) if i not in self.frozen], device=k.device)
+            frozen, learning = [t.index_select(1, f_idx) for t in members], [t.index_select(1, l_idx) for t in members]
+        learned = self.learners.write(tuple(t.flatten(0, 1) for t in learning), k, v, eta, log_alpha, normalized)
+        out = []
+        for f, new in zip(frozen, learned):
+            t = torch.cat([f * gamma, new.view(B, M - n, *f.shape[2:])], 1)   # (B, M, rows, cols)
+            out.append((t if self._restore is None else t[:, self._restore]).flatten(0, 1))
+        return tuple(out)
 
 
 class ChunkDecay:

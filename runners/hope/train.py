@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -316,6 +317,8 @@ def train(args: argparse.Namespace) -> Path:
         from transformers import PreTrainedTokenizerFast
 
         tokenizer = PreTrainedTokenizerFast.from_pretrained(args.init)
+        for key in ("is_local", "local_files_only"):   # loading options, not tokenizer settings
+            tokenizer.init_kwargs.pop(key, None)
     else:
         tokenizer = build_tokenizer(args.seed, args.vocab_size)
     noise_tokens = len(tokenizer.encode("\n" + NOISE_LINE, add_special_tokens=False))
@@ -324,6 +327,7 @@ def train(args: argparse.Namespace) -> Path:
                       args.value_target)
     model = HopeLM(cfg)
     init_demo_weights(model, args.embed_std)
+    init_provenance = None
     if args.init:   # continue from a checkpoint of the same configuration (a second training stage)
         from longctx.runners.hope.checkpoint import load_checkpoint
 
@@ -331,11 +335,16 @@ def train(args: argparse.Namespace) -> Path:
         if previous.cfg != cfg:
             sys.exit(f"--init {args.init}: its model configuration differs from this command's")
         model.load_state_dict(previous.state_dict())
-        args.init_provenance = previous_config.get("provenance", {})
+        init_provenance = previous_config.get("provenance", {})
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{args.variant}: {n_params} parameters, vocab {len(tokenizer)}, {args.steps} steps", flush=True)
     start = time.monotonic()
+    saved_at = None   # the step of the last save, so the final save does not write it again
+
+    def save(out: Path | None = None) -> Path:
+        return _save(args, model, tokenizer, step, start, init_provenance, out)
+
     for step in range(args.steps):
         frac = step / max(1, args.steps - 1)
         max_len = int(args.min_len + (args.max_len - args.min_len) * min(1.0, 2 * frac))   # length curriculum
@@ -360,9 +369,11 @@ def train(args: argparse.Namespace) -> Path:
             print(f"step {step:5d}  len {ids.shape[1]:4d}  loss {loss.item():.3f}  answer-digit acc {acc:.2f}  "
                   f"lr {lr:.2e}  {time.monotonic() - start:6.0f}s", flush=True)
         if args.save_every and (step + 1) % args.save_every == 0 and step + 1 < args.steps:
-            print(f"saved {_save(args, model, tokenizer, step, start)} at step {step + 1}", flush=True)
-            if args.keep_saves:
-                kept = _save(args, model, tokenizer, step, start, Path(f"{args.out}-step{step + 1}"))
+            out, saved_at = save(), step
+            print(f"saved {out} at step {step + 1}", flush=True)
+            if args.keep_saves:   # the folder just written, copied
+                kept = Path(f"{args.out}-step{step + 1}")
+                shutil.copytree(out, kept, dirs_exist_ok=True)
                 print(f"kept {kept}", flush=True)
         if args.stop_step and step + 1 >= args.stop_step:
             print(f"stopping after step {step + 1}: --stop-step", flush=True)
@@ -370,12 +381,13 @@ def train(args: argparse.Namespace) -> Path:
         if args.max_minutes and time.monotonic() - start > 60 * args.max_minutes:
             print(f"stopping at step {step}: --max-minutes {args.max_minutes} reached", flush=True)
             break
-    out = _save(args, model, tokenizer, step, start)
+    out = Path(args.out) if saved_at == step else save()
     print(f"saved {out}", flush=True)
     return out
 
 
-def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float, out: Path | None = None) -> Path:
+def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float, init_provenance: dict | None,
+          out: Path | None = None) -> Path:
     """The checkpoint after ``step + 1`` steps, its ``config.json`` recording the command and the data mix."""
     from longctx.runners.hope.checkpoint import save_checkpoint
 
@@ -388,7 +400,7 @@ def _save(args: argparse.Namespace, model, tokenizer, step: int, start: float, o
         "embed_std": args.embed_std, "drill_warmup": args.drill_warmup, "batch": args.batch,
         "batch_tokens": args.batch_tokens, "min_batch": args.min_batch, "min_train_len": args.min_len, "max_train_len": args.max_len,
         "threads": args.threads, "train_seconds": round(time.monotonic() - start),
-        **({"init": str(args.init), "init_provenance": getattr(args, "init_provenance", {})} if args.init else {}),
+        **({"init": str(args.init), "init_provenance": init_provenance or {}} if args.init else {}),
         "data": f"{0.58 * (1 - args.text - args.drill):.0%} synthetic RULER niah_single_1-format prompts (noise "
                 f"haystack; {args.multi_needle:.0%} with 2-4 needles; {args.prose:.0%} random-sentence haystack), "
                 f"{0.42 * (1 - args.text - args.drill):.0%} needle recall (needle lines repeated later), "

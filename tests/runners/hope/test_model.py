@@ -117,7 +117,7 @@ def recurrent_reference(titans: SelfReferentialTitans, x, chunk_other: int, chun
             alpha = torch.sigmoid(read("alpha", x[b, t]) + cfg.alpha_logit_offset)
             seq.append(read("memory", q))
             for n in names:
-                eta_n = eta / cfg.eta_scale * cfg.eta_scale_other if n != "memory" and cfg.eta_scale_other else eta
+                eta_n = eta / cfg.eta_scale * cfg.eta_scale_other if n != "memory" and cfg.eta_scale_other is not None else eta
                 w2, w1, ws = [u if u is None else u.detach().clone().requires_grad_() for u in start[n]]
                 loss = ((_mlp(w2, w1, ws, k, mods[n].residual) - _mlp(w2, w1, ws, v, mods[n].residual).detach()) ** 2).sum()
                 grads = list(torch.autograd.grad(loss, [p for p in (w2, w1, ws) if p is not None]))
@@ -147,6 +147,7 @@ def recurrent_reference(titans: SelfReferentialTitans, x, chunk_other: int, chun
 @pytest.mark.parametrize("skip, normalized, conv_after, eta_other", [
     (False, False, False, None), (True, False, False, None),      # the reproduction's rules
     (False, True, False, None), (True, True, True, 0.2),          # the demo's switches
+    (False, True, True, 0.0), (True, True, True, 0.0),            # frozen k, v, eta, alpha (the demo's recipe)
 ])
 def test_chunkwise_parallel_form_equals_token_recurrence(chunks, skip, normalized, conv_after, eta_other):
     """Chunk size 1 is the recurrent definition; larger chunks match the sequential chunked rule."""
@@ -161,6 +162,36 @@ def test_chunkwise_parallel_form_equals_token_recurrence(chunks, skip, normalize
     with torch.no_grad():
         out = titans(x, state, 0)
     torch.testing.assert_close(out, recurrent_reference(titans, x, *chunks), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("chunks", [(4, 4), (4, 8)])
+def test_frozen_members_skip_the_gradient_pass_with_the_same_result(chunks):
+    """Members with eta scale 0 are only decayed: outputs and gradients equal the full write's."""
+    torch.manual_seed(6)
+    cfg = tiny(chunk_size=chunks[0], chunk_size_memory=chunks[1], memory_skip=False, eta_scale_other=0.0,
+               memory_normalized_steps=True, conv_after_projection=True, memory_value_target=True)
+    fast = HopeLM(cfg)
+    groups = [g for m in fast.modules() if isinstance(m, SelfReferentialTitans) for g in m.groups.values()]
+    frozen = {tuple(g.names[i] for i in g.frozen) for g in groups}
+    assert frozen == {("k", "v", "eta", "alpha")} | ({()} if chunks[0] != chunks[1] else set())   # the shortcut is taken
+    if chunks[0] == chunks[1]:
+        assert all(g.learners.names == ("memory",) for g in groups)
+    full = HopeLM(cfg)
+    full.load_state_dict(fast.state_dict())
+    for m in full.modules():
+        if isinstance(m, SelfReferentialTitans):
+            for g in m.groups.values():
+                g.frozen, g.learners = (), None                   # the general write for every member
+    ids = torch.randint(0, 50, (2, 29))
+    results = []
+    for model in (fast, full):
+        logits, _ = model(ids)
+        logits.square().mean().backward()
+        results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-6)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(grad, results[1][1][name], atol=1e-6, rtol=1e-5, msg=name)
+    assert results[0][1]["blocks.0.titans.m_memory.w2"].abs().sum() > 0
 
 
 def test_chunks_count_absolute_positions():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 pytest.importorskip("torch")
@@ -137,3 +138,26 @@ def test_shipped_demo_checkpoints_run_on_ruler_niah():
             sizes = [g.extra["state_bytes"] for g in gens]
             assert max(sizes) - min(sizes) < cfg.chunk_size * (2 * cfg.dim + 2) * 4 * cfg.n_layers * 2
     assert sum(scores["hope-demo"]) >= 3
+
+
+@pytest.mark.parametrize("variant", ["hope", "transformer"])
+def test_batched_streaming_gives_the_answers_of_one_at_a_time(tiny_checkpoint, variant):
+    """Prompts of different lengths streamed in batches answer as when run one by one; a sample
+    that cannot run keeps its own error and the others still answer."""
+    folder = tiny_checkpoint(variant)
+    samples = [s for n in (8, 12, 15) for s in niah_samples(folder, n=2, haystack_lines=n)]
+    samples = [msgspec.structs.replace(s, id=f"{s.id}|{i}") for i, s in enumerate(samples)]
+    too_long = msgspec.structs.replace(samples[1], id="too-long", max_new_tokens=5000)   # beyond the window
+    with make_runner(folder, batch=1) as r:
+        alone = list(r.generate(samples))
+    with make_runner(folder, batch=4, prefill_chunk=16) as r:
+        assert r._batches()
+        batched = list(r.generate(samples[:2] + [too_long] + samples[2:]))
+    assert [g.sample_id for g in batched] == [s.id for s in samples[:2]] + ["too-long"] + [s.id for s in samples[2:]]
+    assert batched.pop(2).error
+    for one, many in zip(alone, batched):
+        assert many.error is None and many.prediction == one.prediction
+        assert many.completion_tokens == one.completion_tokens and many.prompt_tokens == one.prompt_tokens
+        assert many.extra["state_position"] == one.extra["state_position"] and many.latency_s > 0
+    with make_runner(folder, batch=4, carry_state=True) as r:
+        assert not r._batches()                        # carried state: one at a time, in order

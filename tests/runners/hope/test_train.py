@@ -84,3 +84,25 @@ def test_stop_step_and_kept_saves(tmp_path, monkeypatch):
     assert read_config(folder)["provenance"]["steps"] == 4
     assert read_config(folder)["provenance"]["steps_planned"] == 10
     assert read_config(tmp_path / "ckpt-step2")["provenance"]["steps"] == 2
+    kept = tmp_path / "ckpt-step4"                                       # the last periodic save, copied
+    assert (kept / "model.safetensors").read_bytes() == (folder / "model.safetensors").read_bytes()
+
+
+def test_init_continues_a_stage_and_keeps_its_provenance(tmp_path, monkeypatch):
+    from longctx.runners.hope.checkpoint import read_config
+
+    build = train.build_tokenizer
+    monkeypatch.setattr(train, "build_tokenizer", lambda seed, vocab_size: build(seed, vocab_size, corpus_size=200))
+    common = ["--variant", "transformer", "--steps", "2", "--batch", "2", "--min-len", "96", "--max-len", "96",
+              "--vocab-size", "300", "--log-every", "1"]
+    first, second = tmp_path / "A", tmp_path / "B"
+    train.main(common + ["--out", str(first)])
+    train.main(common + ["--out", str(second), "--init", str(first), "--seed", "1"])
+    provenance = read_config(second)["provenance"]
+    assert provenance["init"] == str(first)
+    assert provenance["init_provenance"]["command"] == read_config(first)["provenance"]["command"]
+    assert (second / "tokenizer.json").read_text() == (first / "tokenizer.json").read_text()   # the same BPE
+    settings = json.loads((second / "tokenizer_config.json").read_text())
+    assert "is_local" not in settings and "local_files_only" not in settings
+    with pytest.raises(SystemExit, match="configuration differs"):
+        train.main(common[:1] + ["hope"] + common[2:] + ["--out", str(tmp_path / "C"), "--init", str(first)])
