@@ -81,14 +81,15 @@ def child(variant: str, length: int, prefill_chunk: int, decode: int, random_ini
     import torch
 
     torch.set_num_threads(threads)
-    from longctx._models import NAMED
 
     variant, _, batch = variant.partition("@")   # hope@8: 8 prompts streamed as one batch (runner hope's -R batch)
     batch = int(batch or 1)
     from longctx.runners.hope.checkpoint import load_checkpoint
 
     grad_mode = torch.inference_mode   # what runner hope uses (without test-time CMS learning)
-    folder = NAMED[f"{variant.split('-')[0]}-demo"].path
+    from longctx.runners.hope.runner import CHECKPOINTS
+
+    folder = CHECKPOINTS / f"{variant.split('-')[0]}-demo"
     if variant == "hope-old":
         model, grad_mode = _old_model(old_model, old_checkpoint)
     elif variant == "hope-same":
