@@ -15,7 +15,7 @@ checked at the end: HOPE's training tokens/s at least 5x the old implementation'
 The models follow the shipped recipe (``make hope-train``): ``--eta-scale-other 0`` (the k, v, eta
 and alpha memories only decay, so their gradient pass is skipped: ``MemoryGroup.learners``),
 value targets, the single-needle mix. ``--old-chunk-size`` gives the old implementation its own
-chunk size, e.g. the shipped chunk 64 against the old demo's 16::
+chunk size, e.g. a chunk-64 model against the old demo's chunk 16 (the shipped demo keeps 16)::
 
     nice -n 10 python bench/bench_hope_train.py --old-model /tmp/old_model.py --chunk-size 64 --old-chunk-size 16
 """

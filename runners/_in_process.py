@@ -40,6 +40,11 @@ def window_error(sample: Sample, n_prompt: int, window: int | None) -> Generatio
     return None
 
 
+def failed_generation(sample_id: str, exc: Exception) -> Generation:
+    """The generation of a sample whose run raised ``exc`` (OOM, shape errors, ...): its error, one line."""
+    return Generation(sample_id, None, error=one_line(f"{type(exc).__name__}: {exc}"))
+
+
 def generate_each(samples: Sequence[Sample], generate_one: Callable[[Sample], Generation]) -> Iterator[Generation]:
     """``generate_one`` over ``samples`` in order, timing each; an exception becomes its error."""
     for sample in samples:
@@ -47,6 +52,6 @@ def generate_each(samples: Sequence[Sample], generate_one: Callable[[Sample], Ge
         try:
             generation = generate_one(sample)
         except Exception as exc:  # OOM, shape errors, ...: this sample failed, the run goes on
-            generation = Generation(sample.id, None, error=one_line(f"{type(exc).__name__}: {exc}"))
+            generation = failed_generation(sample.id, exc)
         generation.latency_s = time.monotonic() - start
         yield generation

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from longctx.runners._in_process import generate_each, prompt_ids, window_error
+from longctx.runners._in_process import failed_generation, generate_each, prompt_ids, window_error
 from longctx.runners._in_process_choice import continuation_logliks
 from longctx.runners._openai_client import one_line
 
@@ -167,8 +167,7 @@ class HopeRunner:
         if failed is not None:
             return failed
         with self._grad_free():
-            state = self._state if (self.options.carry_state and self._state is not None) else None
-            logits, state = self._stream(ids, state)
+            logits, state = self._stream_prompt(ids)
             return self._decode(sample, len(ids), logits, state)
 
     def _decode(self, sample: Sample, n_prompt: int, logits: Any, state: Any) -> Generation:
@@ -226,20 +225,23 @@ class HopeRunner:
             try:
                 checked.append(self._check(s))
             except Exception as exc:  # noqa: BLE001 - as generate_each: this sample failed
-                checked.append(([], Generation(s.id, None, error=one_line(f"{type(exc).__name__}: {exc}"))))
+                checked.append(([], failed_generation(s.id, exc)))
         out: dict[str, Generation] = {s.id: failed for s, (_, failed) in zip(samples, checked) if failed is not None}
         ready = [(s, ids) for s, (ids, failed) in zip(samples, checked) if failed is None]
-        if len(ready) < 2:
+
+        def alone() -> list[Generation]:
             out.update((g.sample_id, g) for g in generate_each([s for s, _ in ready], self._generate_one))
             return [out[s.id] for s in samples]
+
+        if len(ready) < 2:
+            return alone()
         common = min(len(ids) for _, ids in ready)
         try:
             with self._grad_free():
                 logits, state = self._stream([ids[:common] for _, ids in ready], None)   # (B, 1, V)
                 states = state.split()
         except Exception:  # noqa: BLE001 - e.g. out of memory: the samples alone, each with its own error
-            out.update((g.sample_id, g) for g in generate_each([s for s, _ in ready], self._generate_one))
-            return [out[s.id] for s in samples]
+            return alone()
         shared = (time.monotonic() - start) / len(ready)
         for i, ((sample, ids), row_state) in enumerate(zip(ready, states)):
             own = time.monotonic()
@@ -249,7 +251,7 @@ class HopeRunner:
                                              else (logits[i:i + 1], row_state))
                     gen = self._decode(sample, len(ids), row_logits, row_state)
             except Exception as exc:  # noqa: BLE001 - as generate_each: this sample failed, the run goes on
-                gen = Generation(sample.id, None, error=one_line(f"{type(exc).__name__}: {exc}"))
+                gen = failed_generation(sample.id, exc)
             gen.latency_s = shared + time.monotonic() - own
             out[sample.id] = gen
         return [out[s.id] for s in samples]

@@ -17,7 +17,7 @@ of tensor operations per chunk rather than their size:
   only decayed, S_C = gamma_C S_0, which is what the delta rule gives with eta = 0: their gradient
   pass and triangular solves are skipped (``MemoryGroup.learners``, the members that write). In
   training this is 1.25x-1.6x per step; in streaming at chunk 16 nothing (the loop is bound by the
-  number of operations per chunk, not their size), at chunk 64 ~1.1x.
+  number of operations per chunk, not their size), at chunk 64 1.6x (measured in-process, bench/RESULTS.md).
 
 The loop over chunks is the one the maths needs: a chunk's keys and values are read from the state
 that the previous chunk wrote (the memories generate their own keys and values).

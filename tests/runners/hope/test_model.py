@@ -164,17 +164,22 @@ def test_chunkwise_parallel_form_equals_token_recurrence(chunks, skip, normalize
     torch.testing.assert_close(out, recurrent_reference(titans, x, *chunks), atol=1e-10, rtol=1e-10)
 
 
-@pytest.mark.parametrize("chunks", [(4, 4), (4, 8)])
-def test_frozen_members_skip_the_gradient_pass_with_the_same_result(chunks):
-    """Members with eta scale 0 are only decayed: outputs and gradients equal the full write's."""
+@pytest.mark.parametrize("chunks, eta_scale", [((4, 4), 0.7), ((4, 8), 0.7), ((4, 4), 0.0)])
+def test_frozen_members_skip_the_gradient_pass_with_the_same_result(chunks, eta_scale):
+    """Members with eta scale 0 are only decayed: outputs and gradients equal the full write's
+    (frozen k, v, eta, alpha: the demo recipe; or a frozen output memory, the last member)."""
     torch.manual_seed(6)
-    cfg = tiny(chunk_size=chunks[0], chunk_size_memory=chunks[1], memory_skip=False, eta_scale_other=0.0,
+    cfg = tiny(chunk_size=chunks[0], chunk_size_memory=chunks[1], memory_skip=False, eta_scale=eta_scale,
+               eta_scale_other=0.0 if eta_scale else 0.5,
                memory_normalized_steps=True, conv_after_projection=True, memory_value_target=True)
     fast = HopeLM(cfg)
     groups = [g for m in fast.modules() if isinstance(m, SelfReferentialTitans) for g in m.groups.values()]
     frozen = {tuple(g.names[i] for i in g.frozen) for g in groups}
-    assert frozen == {("k", "v", "eta", "alpha")} | ({()} if chunks[0] != chunks[1] else set())   # the shortcut is taken
-    if chunks[0] == chunks[1]:
+    if not eta_scale:
+        assert frozen == {("memory",)} and all(g.learners.names == ("k", "v", "eta", "alpha") for g in groups)
+    else:
+        assert frozen == {("k", "v", "eta", "alpha")} | ({()} if chunks[0] != chunks[1] else set())   # the shortcut is taken
+    if chunks[0] == chunks[1] and eta_scale:
         assert all(g.learners.names == ("memory",) for g in groups)
     full = HopeLM(cfg)
     full.load_state_dict(fast.state_dict())
@@ -191,7 +196,8 @@ def test_frozen_members_skip_the_gradient_pass_with_the_same_result(chunks):
     torch.testing.assert_close(results[0][0], results[1][0], atol=1e-6, rtol=1e-6)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(grad, results[1][1][name], atol=1e-6, rtol=1e-5, msg=name)
-    assert results[0][1]["blocks.0.titans.m_memory.w2"].abs().sum() > 0
+    learner = "memory" if eta_scale else "k"
+    assert results[0][1][f"blocks.0.titans.m_{learner}.w2"].abs().sum() > 0
 
 
 def test_chunks_count_absolute_positions():
