@@ -56,6 +56,9 @@ class FakeOpenAI:
         self.in_flight = 0
         self.max_in_flight = 0
         self.completion_delay_s = 0.0
+        self.delay_for: Any = None
+        """``delay_for(body) -> seconds | None``: the delay of an unscripted POST chosen by its body
+        (one request slow whatever order the client's threads send them in); None = the default."""
         self.responder: Any = None
         """``responder(path, body) -> dict``: answers every unscripted POST instead of the echo
         (a scripted model, e.g. one that thinks)."""
@@ -100,7 +103,11 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    reply = fake.script.pop(0) if fake.script else Reply(delay_s=fake.completion_delay_s)
+                    if fake.script:
+                        reply = fake.script.pop(0)
+                    else:
+                        chosen = fake.delay_for(body) if fake.delay_for is not None else None
+                        reply = Reply(delay_s=fake.completion_delay_s if chosen is None else chosen)
                 try:
                     time.sleep(reply.delay_s)
                     if reply.drop or fake.dead:  # no answer: the client sees the connection close

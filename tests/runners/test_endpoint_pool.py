@@ -176,7 +176,9 @@ def test_prefix_scheduler_sends_the_leader_alone_on_one_server(fake_openai):
                                                                                   prefix_scheduler=True))]
     assert got[0] == "s0" and sorted(got) == [f"s{i}" for i in range(5)]
     fake_openai.received.clear()
-    fake_openai.push(delay_s=2.0)  # a wide margin: the followers (0.05 s) must finish first even on a busy machine
+    # s0's own request is slow (not "the first POST": without the scheduler the client's threads send
+    # in any order); a wide margin: the followers (0.05 s) must finish first even on a busy machine
+    fake_openai.delay_for = lambda body: 2.0 if body.get("prompt") == list(samples[0].prompt.token_ids) else None
     got = [g.sample_id for g in generate_pooled(server, samples, SPEC, PoolPolicy(concurrency=4))]
     assert got[0] != "s0"  # without it the followers run beside the leader and finish first
 
