@@ -70,8 +70,8 @@ class _RustBackend:
         batch = getattr(self._tok, "encode_batch_fast", None) or self._tok.encode_batch  # fast: no offsets
         return [e.ids for e in batch(texts, add_special_tokens=False)]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tok.decode(list(ids), skip_special_tokens=False)
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special)
 
     def render(self, msgs: list[dict[str, str]]) -> str:
         if self._compiled is None:
@@ -186,11 +186,12 @@ class HFTokenizer:
             return self._rust.encode_batch(texts)
         return self._tok(texts, add_special_tokens=False)["input_ids"]
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids`` with special tokens kept (so chat markup round-trips)."""
+    def decode(self, ids: Sequence[int], skip_special: bool = False) -> str:
+        """Text of ``ids``: special tokens kept (so chat markup round-trips) unless ``skip_special``
+        (a generated answer, as ``transformers``' ``skip_special_tokens=True`` and vLLM give it)."""
         if self._rust is not None:
-            return self._rust.decode(ids)
-        return self._tok.decode(list(ids), skip_special_tokens=False)
+            return self._rust.decode(ids, skip_special)
+        return self._tok.decode(list(ids), skip_special_tokens=skip_special)
 
     def render_chat(self, messages: Sequence[Message]) -> str:
         """Chat template with the generation prompt; plain user text when there is no template."""

@@ -19,16 +19,19 @@ def prompt_ids(tokenizer: Any, sample: Sample, mode: str) -> list[int]:
 
     ``chat``: the messages rendered with the tokenizer's chat template. Otherwise the sample's
     token ids when it carries them, else its text (which already holds any template) encoded
-    without special tokens.
+    without special tokens. ``tokenizer``: a ``transformers`` tokenizer, or longctx's own
+    (:class:`~longctx._tokenizer.HFTokenizer`: ``render_chat`` and ``encode``, no ``transformers``).
     """
-    prompt = sample.prompt
+    prompt, ours = sample.prompt, hasattr(tokenizer, "render_chat")
     if mode == "chat":
+        if ours:
+            return tokenizer.encode(tokenizer.render_chat(prompt.messages))
         msgs = [{"role": m.role, "content": m.content} for m in prompt.messages]
         text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         return list(tokenizer.encode(text, add_special_tokens=False))
     if prompt.token_ids is not None:
         return list(prompt.token_ids)
-    return list(tokenizer.encode(prompt.text, add_special_tokens=False))
+    return list(tokenizer.encode(prompt.text) if ours else tokenizer.encode(prompt.text, add_special_tokens=False))
 
 
 def window_error(sample: Sample, n_prompt: int, window: int | None) -> Generation | None:

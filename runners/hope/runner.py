@@ -109,9 +109,8 @@ class HopeRunner:
     def __enter__(self) -> HopeRunner:
         try:
             import torch
-            from transformers import AutoTokenizer
         except ImportError:
-            raise LongctxError("runner hope needs torch and transformers: pip install 'longctx[hf]'") from None
+            raise LongctxError("runner hope needs torch: pip install 'longctx[hf]'") from None
         from longctx.runners.hope.checkpoint import load_checkpoint
 
         if self.options.threads:
@@ -119,8 +118,8 @@ class HopeRunner:
         self.progress.start(f"loading HOPE checkpoint {self.model.name}")
         try:
             self._lm, self._config_json = load_checkpoint(self.path, device=self.options.device)
-            self._tok = AutoTokenizer.from_pretrained(str(self.path))
-        except (OSError, ValueError) as exc:
+            self._tok = hf_tokenizer(str(self.path))   # tokenizers + jinja2: no transformers import (~4 s)
+        except (OSError, ValueError) as exc:   # a bad tokenizer folder raises LongctxError itself
             raise LongctxError(f"runner hope cannot load {self.path}: {one_line(str(exc))}") from None
         finally:
             self.progress.done()
@@ -184,7 +183,7 @@ class HopeRunner:
         if self.options.carry_state:
             self._state = state
         finish = "stop" if new and new[-1] == eos else "length"
-        text = self._tok.decode(new[:-1] if finish == "stop" else new, skip_special_tokens=True)
+        text = self._tok.decode(new[:-1] if finish == "stop" else new, skip_special=True)
         return Generation(sample.id, text, prompt_tokens=n_prompt, cached_tokens=0, completion_tokens=len(new),
                           extra={"finish_reason": finish, "state_bytes": state.nbytes(),
                                  "state_position": state.position})
@@ -282,7 +281,7 @@ class HopeRunner:
         ids = prompt_ids(self._tok, sample, "completions")
         if not ids:
             return Generation(sample.id, None, error="empty prompt")
-        cands = candidate_ids(lambda text: self._tok.encode(text, add_special_tokens=False), sample)
+        cands = candidate_ids(self._tok.encode, sample)
         if (too_long := choice_window_error(sample, len(ids), max(map(len, cands)),
                                             self.model.context_window)) is not None:
             return too_long

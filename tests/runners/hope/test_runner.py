@@ -105,6 +105,44 @@ def test_chat_mode_and_context_window(tiny_checkpoint):
     assert gen.prediction is None and "exceeds the context window of 4096" in gen.error
 
 
+def test_chat_prompt_and_answer_text_are_those_of_transformers(tiny_checkpoint):
+    """Runner hope reads the folder with longctx's tokenizer (no transformers import): the chat
+    prompt's ids and the decoded answer (special tokens skipped) are what transformers gives."""
+    transformers = pytest.importorskip("transformers")
+    from longctx.runners._in_process import prompt_ids
+
+    folder = tiny_checkpoint("hope")
+    sample = niah_samples(folder, n=1)[0]
+    ref = transformers.AutoTokenizer.from_pretrained(str(folder))
+    msgs = [{"role": m.role, "content": m.content} for m in sample.prompt.messages]
+    want = ref.encode(ref.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True), add_special_tokens=False)
+    with make_runner(folder) as r:
+        assert prompt_ids(r._tok, sample, "chat") == want == prompt_ids(ref, sample, "chat")
+        ids = want[:5] + [ref.eos_token_id] + want[5:9]
+        assert r._tok.decode(ids, skip_special=True) == ref.decode(ids, skip_special_tokens=True)
+        assert r._tok.decode(ids) != r._tok.decode(ids, skip_special=True)
+
+
+def test_runner_hope_does_not_import_transformers(tmp_path):
+    """Start-up: a generation with the shipped hope-demo imports torch, not transformers (~4 s)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from longctx._protocols import RunnerConfig\n"
+        "from longctx._records import Prompt, Sample\n"
+        "from longctx._registry import get_runner_entry\n"
+        "s = Sample(id='a', task='t', prompt=Prompt(messages=(), text='x', token_ids=(5, 6, 7)), references=('1',),\n"
+        "           length=3, context_tokens=3, max_new_tokens=2)\n"
+        "with get_runner_entry('hope').factory(config=RunnerConfig(model='hope-demo'), options=None) as r:\n"
+        "    g = next(iter(r.generate([s])))\n"
+        "assert g.error is None and g.completion_tokens >= 1, g\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
 def test_bad_configuration_is_a_user_error(tiny_checkpoint, default_model_path, tmp_path):
     entry = get_runner_entry("hope")
     with pytest.raises(LongctxError, match="not a longctx HOPE checkpoint"):
