@@ -123,7 +123,7 @@ def test_chat_prompt_and_answer_text_are_those_of_transformers(tiny_checkpoint):
         assert r._tok.decode(ids) != r._tok.decode(ids, skip_special=True)
 
 
-def test_runner_hope_does_not_import_transformers(tmp_path):
+def test_runner_hope_does_not_import_transformers():
     """Start-up: a generation with the shipped hope-demo imports torch, not transformers (~4 s)."""
     import subprocess
     import sys
